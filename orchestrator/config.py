@@ -1,0 +1,312 @@
+"""The one configuration model every job reads: YAML in, `--set a.b=c` overrides, validated once.
+
+Every knob lives here and nowhere else: the CLI only chooses the file, the overrides and the
+output URI (which is `storage.uri`). Errors come out as one line naming the key, the bad value
+and what is allowed, so the CLI can print it and exit 2.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "jobs" / "configs"
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line a user can act on."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where training and test images come from (see augmix.datasets)."""
+
+    name: Literal["synthetic", "cifar10", "cifar100", "parquet"] = "synthetic"
+    path: str | None = None  # folder, Parquet file/dir, or s3:// URI; None = source default
+    test_path: str | None = None  # Parquet only: the test split's file/dir (default: sibling test.parquet)
+    image_column: str = "image"
+    label_column: str = "label"
+    limit: int = Field(0, ge=0)  # first N training examples, 0 = all
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 0
+    download: bool = False  # torchvision download when the local folder is missing (online only)
+    image_size: int = Field(32, ge=8)
+    synthetic_train_size: int = Field(20000, ge=10)
+    synthetic_test_size: int = Field(2000, ge=10)
+    crop_padding: int = Field(4, ge=0)
+    flip: bool = True
+
+    @model_validator(mode="after")
+    def _parquet_needs_path(self) -> "DataConfig":
+        if self.name == "parquet" and not self.path:
+            raise ValueError("data.path is required when data.name is 'parquet' (a file, folder or s3:// URI)")
+        return self
+
+
+class ModelConfig(_Section):
+    """Which network; names are augmix.models.MODELS (wrn40_2, densenet_bc_100, resnet50, ...)."""
+
+    name: str = "wrn40_2"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from augmix.models import MODELS
+
+        if name not in MODELS and not re.fullmatch(r"wrn\d+_\d+", name):
+            raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
+        return name
+
+
+class AugMixConfig(_Section):
+    """AugmentAndMix and the Jensen-Shannon consistency loss (paper defaults)."""
+
+    enabled: bool = True  # False = standard training (crop + flip only): the baseline
+    width: int = Field(3, ge=1)
+    depth: int = -1
+    severity: int = Field(3, ge=1, le=10)
+    alpha: float = Field(1.0, gt=0.0)
+    all_ops: bool = False
+    jsd: bool = True  # False = one augmented view, CE only
+    lam: float = Field(12.0, ge=0.0)
+    placement: Literal["data", "trainer"] = "data"  # where AugMix runs: Ray Data CPU actors or the trainer's device
+
+    @field_validator("depth")
+    @classmethod
+    def _depth(cls, depth: int) -> int:
+        if depth == 0 or depth < -1:
+            raise ValueError(f"depth {depth} not allowed; use -1 (uniform 1..3) or a positive chain length")
+        return depth
+
+
+class TrainConfig(_Section):
+    """The reference CIFAR recipe: SGD Nesterov, lr 0.1 per 128 images, cosine per step."""
+
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(128, ge=1)  # per train worker
+    lr: float = Field(0.1, gt=0.0)  # for a global batch of 128; scaled linearly with the global batch
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0.0)
+    amp: bool = False  # mixed precision (GPU only)
+    seed: int = 0
+    max_steps_per_epoch: int = Field(0, ge=0)  # 0 = the whole epoch; >0 caps it (smoke tests)
+    max_failures: int = Field(1, ge=-1)  # worker-group restarts from the latest checkpoint
+    threads_per_worker: int = Field(1, ge=1)
+
+
+class ScalingSettings(_Section):
+    """Ray resources for the trainers and the AugMix data actors."""
+
+    num_workers: int = Field(1, ge=0)  # 0 = run the loop in the driver (tests)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    data_actors: int = Field(1, ge=1)
+    cpus_per_data_actor: float = Field(1.0, gt=0.0)
+    data_batch_size: int = Field(256, ge=1)  # images per AugMix map_batches call
+    trainer_resources: dict[str, float] = Field(default_factory=dict)  # e.g. {"trainer_node": 0.01}
+    data_resources: dict[str, float] = Field(default_factory=dict)  # e.g. {"augment_node": 0.01}
+
+
+class StorageConfig(_Section):
+    """Where a run writes: a local path or s3://bucket/prefix. Credentials never live here."""
+
+    uri: str = "./runs/quickstart"
+    endpoint_url: str | None = None  # non-AWS S3 endpoint; else AWS_ENDPOINT_URL_S3 from the environment
+
+
+class EvalConfig(_Section):
+    """The corruption evaluation: which cells, where corrupted images come from, how to schedule."""
+
+    limit: int = Field(0, ge=0)  # first N test examples, 0 = all
+    corruptions: list[str] | None = None  # None = the 15 benchmark corruptions
+    extra: bool = False  # also the 4 validation corruptions
+    severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    preset: Literal["cifar", "imagenet"] = "cifar"
+    source: Literal["generate", "materialized"] = "generate"
+    corrupted_path: str | None = None  # a -C folder (<corruption>.npy, labels.npy) when source=materialized
+    batch_size: int = Field(500, ge=1)
+    seed: int = 0
+    baseline: Literal["none", "alexnet"] = "none"
+    gpus_per_cell: float = Field(0.25, ge=0.0, le=1.0)
+    cpus_per_cell: float = Field(1.0, gt=0.0)
+    max_retries: int = Field(2, ge=0)
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known_corruptions(cls, names: list[str] | None) -> list[str] | None:
+        if names is None:
+            return None
+        from augmix.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS
+
+        allowed = (*CORRUPTIONS, *EXTRA_CORRUPTIONS)
+        for name in names:
+            if name not in allowed:
+                raise ValueError(f"unknown corruption {name!r}; allowed: {', '.join(allowed)}")
+        return names
+
+    @field_validator("severities")
+    @classmethod
+    def _severities(cls, severities: list[int]) -> list[int]:
+        bad = [s for s in severities if s not in (1, 2, 3, 4, 5)]
+        if bad or not severities:
+            raise ValueError(f"severities {severities} not allowed; each must be in 1..5")
+        return sorted(set(severities))
+
+    @model_validator(mode="after")
+    def _materialized_needs_path(self) -> "EvalConfig":
+        if self.source == "materialized" and not self.corrupted_path:
+            raise ValueError("eval.corrupted_path is required when eval.source is 'materialized'")
+        return self
+
+
+class SearchRange(_Section):
+    """A numeric range for Tune: uniform or log-uniform between low and high."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SearchRange":
+        if not self.low < self.high:
+            raise ValueError(f"range low={self.low} must be < high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log range needs low > 0, got {self.low}")
+        return self
+
+
+class TuneConfig(_Section):
+    """The Ray Tune search space (paper values inside it) and the ASHA scheduler."""
+
+    num_samples: int = Field(8, ge=1)
+    max_concurrent_trials: int = Field(2, ge=1)
+    lam: SearchRange | None = Field(default_factory=lambda: SearchRange(low=1.0, high=30.0, log=True))
+    width: list[int] | None = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    alpha: SearchRange | None = Field(default_factory=lambda: SearchRange(low=0.1, high=1.0))
+    depth: list[int] | None = Field(default_factory=lambda: [-1, 1, 2, 3])
+    severity: list[int] | None = None
+    asha: bool = True
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1.0)
+    seed: int = 0
+    cpus_per_trial: float = Field(0.0, ge=0.0)
+
+    @field_validator("lam")
+    @classmethod
+    def _lam(cls, lam: SearchRange | None) -> SearchRange | None:
+        if lam is not None and lam.low < 0:
+            raise ValueError(f"lam range low={lam.low} is negative; λ must be >= 0")
+        return lam
+
+    @field_validator("width")
+    @classmethod
+    def _width(cls, width: list[int] | None) -> list[int] | None:
+        if width is not None and (not width or min(width) < 1):
+            raise ValueError(f"width choices {width} not allowed; each mixture width k must be >= 1")
+        return width
+
+    @field_validator("depth")
+    @classmethod
+    def _depth(cls, depth: list[int] | None) -> list[int] | None:
+        if depth is not None and any(d == 0 or d < -1 for d in depth):
+            raise ValueError(f"depth choices {depth} not allowed; each must be -1 or >= 1")
+        return depth
+
+    @field_validator("severity")
+    @classmethod
+    def _severity(cls, severity: list[int] | None) -> list[int] | None:
+        if severity is not None and any(not 1 <= s <= 10 for s in severity):
+            raise ValueError(f"severity choices {severity} not allowed; each must be in 1..10")
+        return severity
+
+
+class Config(_Section):
+    """A whole job: data → model → AugMix → training → evaluation (→ search)."""
+
+    name: str = "augmix"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    augmix: AugMixConfig = Field(default_factory=AugMixConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    scaling: ScalingSettings = Field(default_factory=ScalingSettings)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=c` → ("a.b", c) with c parsed as YAML, so numbers, booleans and lists keep their type."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. train.epochs=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _format_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key {where!r}"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" = {value!r}"
+    return f"config {where}{shown}: {message}"
+
+
+def build_config(tree: dict[str, Any], overrides: list[str] = ()) -> Config:
+    tree = copy.deepcopy(tree)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as error:
+        raise ConfigError(_format_error(error)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a YAML file (a path, or a name in jobs/configs/) and apply `a.b=c` overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.exists() and (CONFIG_DIR / file.name).exists():
+            file = CONFIG_DIR / file.name
+        if not file.exists():
+            raise ConfigError(f"config file {str(path)!r} not found")
+        try:
+            tree = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(tree).__name__}")
+    return build_config(tree, overrides)

@@ -1,0 +1,49 @@
+"""Connecting the driver to Ray: an existing cluster when there is one, else a local one on 127.0.0.1.
+
+A local cluster started for a run must never listen beyond loopback, so the environment that pins
+Ray to 127.0.0.1 is set before Ray starts (see ../shared/RAY_NOTES.md: `_node_ip_address` alone is
+silently replaced).
+"""
+from __future__ import annotations
+
+import os
+
+LOCAL_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keeps a local cluster on 127.0.0.1
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_DEDUP_LOGS": "1",
+}
+
+# Forwarded to every Ray worker of a job so S3 settings reach the nodes that read and write.
+FORWARDED_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def pin_local_environment() -> None:
+    for key, value in LOCAL_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def worker_env() -> dict[str, str]:
+    """Environment for the job's workers: the S3 settings of the driver, never written to disk."""
+    env = {key: os.environ[key] for key in FORWARDED_ENV if key in os.environ}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to `address` / RAY_ADDRESS, or start a local cluster; returns True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    target = address or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": worker_env()}
+    if target:
+        ray.init(address=target, runtime_env=runtime_env, log_to_driver=True)
+        return False
+    pin_local_environment()
+    ray.init(address="local", num_cpus=num_cpus, runtime_env=runtime_env,
+             include_dashboard=False, log_to_driver=True)
+    return True
