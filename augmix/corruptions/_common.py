@@ -1,0 +1,302 @@
+"""Shared pieces of the corruption kernels: input checks, uint8<->float, random draws, filters.
+
+Every kernel works on float32 images in [0, 1] internally (as the reference's ``x / 255.``) and
+hands back uint8 the way the reference stores its datasets: ``np.uint8`` of the clipped float,
+i.e. truncation, not rounding. Boundary modes use scipy.ndimage's names because the reference
+mixes scipy/skimage ("nearest", "reflect") and OpenCV (BORDER_REFLECT_101 == scipy "mirror").
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+PRESETS: tuple[str, ...] = ("cifar", "imagenet")
+SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+BOUNDARY_MODES: tuple[str, ...] = ("nearest", "reflect", "mirror", "wrap")
+
+# float32 x/255*255 can land a hair below an integer; truncating that would lose a gray level
+# the float64 reference keeps, so truncation gets this much slack.
+_TRUNCATION_SLACK = 1e-4
+
+
+def check_images(images: object) -> None:
+    """Raise ValueError unless images is a uint8 tensor [B,3,H,W]."""
+    if not isinstance(images, Tensor):
+        raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}; allowed: torch.uint8 tensor [B,3,H,W]")
+    if images.dtype != torch.uint8:
+        raise ValueError(f"images dtype {images.dtype} is not allowed; allowed: torch.uint8 [B,3,H,W]")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images shape {tuple(images.shape)} is not allowed; allowed: [B,3,H,W] (uint8)")
+
+
+def check_severity(severity: object) -> int:
+    """Return severity as int, or raise ValueError when it is not one of 1..5."""
+    if isinstance(severity, bool) or not isinstance(severity, int) or severity not in SEVERITIES:
+        raise ValueError(f"severity {severity!r} is not allowed; allowed: {list(SEVERITIES)}")
+    return severity
+
+
+def check_preset(preset: object) -> str:
+    """Return preset, or raise ValueError when it is not "cifar" or "imagenet"."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset {preset!r} is not allowed; allowed: {list(PRESETS)}")
+    return preset  # type: ignore[return-value]
+
+
+def check_inputs(images: object, severity: object, preset: object) -> tuple[int, str]:
+    """Validate a kernel's arguments; returns (severity, preset)."""
+    check_images(images)
+    return check_severity(severity), check_preset(preset)
+
+
+def severity_constant(table: dict[str, Sequence], severity: int, preset: str):
+    """The reference's ``c = [...][severity - 1]`` for the preset's table."""
+    return table[preset][severity - 1]
+
+
+def to_float(images: Tensor) -> Tensor:
+    """uint8 [B,3,H,W] -> float32 in [0, 1] (the reference's ``np.array(x) / 255.``)."""
+    return images.to(torch.float32) / 255.0
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """float in [0, 1] (clipped here) -> uint8 by truncation, as ``np.uint8(np.clip(x, 0, 1) * 255)``."""
+    return (images.clamp(0.0, 1.0) * 255.0 + _TRUNCATION_SLACK).floor_().to(torch.uint8)
+
+
+def to_uint8_rounded(images: Tensor) -> Tensor:
+    """float in [0, 1] -> uint8 by rounding: for steps the reference runs in PIL/ImageMagick/libjpeg."""
+    return (images.clamp(0.0, 1.0) * 255.0).round_().to(torch.uint8)
+
+
+# ---------------------------------------------------------------- random draws
+# Numbers are drawn on the generator's device and then moved, so one CPU generator seed gives
+# the same corruption on CPU and CUDA.
+
+def _draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    return generator.device if generator is not None else device
+
+
+def rand(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """U[0, 1) float32 of shape, drawn on the generator's device, returned on device."""
+    return torch.rand(tuple(shape), generator=generator, device=_draw_device(generator, device)).to(device)
+
+
+def uniform(shape: Sequence[int], low: float, high: float, generator: torch.Generator | None,
+            device: torch.device) -> Tensor:
+    """U[low, high) float32 (np.random.uniform)."""
+    return rand(shape, generator, device) * (high - low) + low
+
+
+def randn(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """Standard normal float32 of shape."""
+    return torch.randn(tuple(shape), generator=generator, device=_draw_device(generator, device)).to(device)
+
+
+def randint(shape: Sequence[int], low: int, high: int, generator: torch.Generator | None,
+            device: torch.device) -> Tensor:
+    """Integers in [low, high) as int64 (np.random.randint)."""
+    return torch.randint(low, high, tuple(shape), generator=generator,
+                         device=_draw_device(generator, device)).to(device)
+
+
+def poisson(rates: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Poisson counts with the given rates (np.random.poisson), on rates' device."""
+    draw_device = _draw_device(generator, rates.device)
+    return torch.poisson(rates.to(draw_device), generator=generator).to(rates.device)
+
+
+# ---------------------------------------------------------------- boundaries and sampling
+
+def boundary_index(length: int, pad_before: int, pad_after: int, mode: str, device: torch.device) -> Tensor:
+    """Source index for each position of an axis padded by (pad_before, pad_after) in scipy mode.
+
+    Works for pads longer than the axis (needed by large smoothing kernels on small images).
+    """
+    index = torch.arange(-pad_before, length + pad_after, device=device)
+    return boundary_map(index, length, mode)
+
+
+def boundary_map(index: Tensor, length: int, mode: str) -> Tensor:
+    """Map integer coordinates outside [0, length) back inside, with scipy.ndimage's mode names."""
+    if mode == "nearest":
+        return index.clamp(0, length - 1)
+    if mode == "wrap":
+        return index.remainder(length)
+    if mode == "reflect":  # d c b a | a b c d | d c b a
+        period = 2 * length
+        folded = index.remainder(period)
+        return torch.where(folded >= length, period - 1 - folded, folded)
+    if mode == "mirror":  # d c b | a b c d | c b a  (OpenCV BORDER_REFLECT_101)
+        if length == 1:
+            return torch.zeros_like(index)
+        period = 2 * length - 2
+        folded = index.remainder(period)
+        return torch.where(folded >= length, period - folded, folded)
+    raise ValueError(f"boundary mode {mode!r} is not allowed; allowed: {list(BOUNDARY_MODES)}")
+
+
+def pad(images: Tensor, top: int, bottom: int, left: int, right: int, mode: str) -> Tensor:
+    """Pad the last two dims of [..., H, W] with a scipy boundary mode."""
+    height, width = images.shape[-2:]
+    rows = boundary_index(height, top, bottom, mode, images.device)
+    cols = boundary_index(width, left, right, mode, images.device)
+    return images.index_select(-2, rows).index_select(-1, cols)
+
+
+def sample_bilinear(images: Tensor, ys: Tensor, xs: Tensor, mode: str) -> Tensor:
+    """Bilinear sampling of images [B,C,H,W] at per-sample coordinates ys, xs [B,H',W'] (pixels).
+
+    Out-of-range neighbours are mapped with the scipy boundary mode, which is what
+    ``map_coordinates(order=1, mode=...)`` and ``cv2.remap`` with a border mode do.
+    """
+    batch, channels, height, width = images.shape
+    y0 = ys.floor()
+    x0 = xs.floor()
+    wy = (ys - y0).unsqueeze(1)
+    wx = (xs - x0).unsqueeze(1)
+    y0 = y0.long()
+    x0 = x0.long()
+    rows = (boundary_map(y0, height, mode), boundary_map(y0 + 1, height, mode))
+    cols = (boundary_map(x0, width, mode), boundary_map(x0 + 1, width, mode))
+    flat = images.reshape(batch, channels, height * width)
+
+    def tap(r: Tensor, c: Tensor) -> Tensor:
+        index = (r * width + c).reshape(batch, 1, -1).expand(batch, channels, -1)
+        return flat.gather(2, index).reshape(batch, channels, *ys.shape[1:])
+
+    top = tap(rows[0], cols[0]) * (1 - wx) + tap(rows[0], cols[1]) * wx
+    bottom = tap(rows[1], cols[0]) * (1 - wx) + tap(rows[1], cols[1]) * wx
+    return top * (1 - wy) + bottom * wy
+
+
+# ---------------------------------------------------------------- filters
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0, dtype: torch.dtype = torch.float32,
+                      device: torch.device | str = "cpu") -> Tensor:
+    """scipy.ndimage.gaussian_filter1d's taps: radius int(truncate*sigma + 0.5), normalised."""
+    radius = int(truncate * float(sigma) + 0.5)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    weights = torch.exp(-0.5 * (offsets / float(sigma)) ** 2)
+    return (weights / weights.sum()).to(dtype=dtype, device=device)
+
+
+def opencv_gaussian_kernel1d(size: int, sigma: float, dtype: torch.dtype = torch.float32,
+                             device: torch.device | str = "cpu") -> Tensor:
+    """cv2.getGaussianKernel(size, sigma) for sigma > 0: fixed size, normalised."""
+    offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    weights = torch.exp(-(offsets ** 2) / (2 * float(sigma) ** 2))
+    return (weights / weights.sum()).to(dtype=dtype, device=device)
+
+
+def separable_filter(images: Tensor, kernel_y: Tensor, kernel_x: Tensor, mode: str) -> Tensor:
+    """Correlate the last two dims of [B,C,H,W] with 1-D kernels (odd length), scipy boundary mode."""
+    batch, channels, height, width = images.shape
+    radius_y = kernel_y.numel() // 2
+    radius_x = kernel_x.numel() // 2
+    flat = images.reshape(batch * channels, 1, height, width)
+    flat = pad(flat, radius_y, radius_y, 0, 0, mode)
+    flat = F.conv2d(flat, kernel_y.to(flat).reshape(1, 1, -1, 1))
+    flat = pad(flat, 0, 0, radius_x, radius_x, mode)
+    flat = F.conv2d(flat, kernel_x.to(flat).reshape(1, 1, 1, -1))
+    return flat.reshape(batch, channels, height, width)
+
+
+def gaussian_blur(images: Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> Tensor:
+    """skimage.filters.gaussian / scipy gaussian_filter over H and W of float [B,C,H,W].
+
+    Defaults are skimage's (mode "nearest", truncate 4), which the reference's blurs use.
+    """
+    if sigma <= 0:
+        return images
+    kernel = gaussian_kernel1d(sigma, truncate, dtype=images.dtype, device=images.device)
+    return separable_filter(images, kernel, kernel, mode)
+
+
+def filter2d(images: Tensor, kernel: Tensor, mode: str = "mirror") -> Tensor:
+    """Correlate every channel of float [B,C,H,W] with one odd-sized 2-D kernel (cv2.filter2D).
+
+    Large kernels go through the FFT (a 21x21 disk on 224x224 is 20x cheaper that way).
+    """
+    batch, channels, height, width = images.shape
+    kernel_h, kernel_w = kernel.shape
+    radius_y, radius_x = kernel_h // 2, kernel_w // 2
+    padded = pad(images, radius_y, radius_y, radius_x, radius_x, mode)
+    if kernel.numel() <= 49:
+        flat = padded.reshape(batch * channels, 1, *padded.shape[-2:])
+        return F.conv2d(flat, kernel.to(flat).reshape(1, 1, kernel_h, kernel_w)).reshape(batch, channels, height, width)
+    size = padded.shape[-2:]
+    # correlation = convolution with the flipped kernel; the valid part of the circular result.
+    spectrum = torch.fft.rfft2(padded, s=size) * torch.fft.rfft2(kernel.flip(0, 1).to(padded), s=size)
+    full = torch.fft.irfft2(spectrum, s=size)
+    return full[..., kernel_h - 1:kernel_h - 1 + height, kernel_w - 1:kernel_w - 1 + width].contiguous()
+
+
+def box_resize_matrix(in_size: int, out_size: int, dtype: torch.dtype = torch.float32,
+                      device: torch.device | str = "cpu") -> Tensor:
+    """PIL's Image.BOX resampling weights [out_size, in_size] (Resample.c precompute_coeffs).
+
+    The box is sampled at input pixel centres and renormalised, not integrated over area.
+    """
+    scale = in_size / out_size
+    filter_scale = max(scale, 1.0)
+    support = 0.5 * filter_scale
+    weights = torch.zeros(out_size, in_size, dtype=torch.float64)
+    for out_index in range(out_size):  # O(size) tiny table, built once per call
+        center = (out_index + 0.5) * scale
+        first = max(int(center - support + 0.5), 0)
+        last = min(int(center + support + 0.5), in_size)
+        for in_index in range(first, last):
+            position = (in_index - center + 0.5) / filter_scale
+            if -0.5 < position <= 0.5:
+                weights[out_index, in_index] = 1.0
+        total = weights[out_index].sum()
+        if total > 0:
+            weights[out_index] /= total
+    return weights.to(dtype=dtype, device=device)
+
+
+def pil_box_resize(images: Tensor, height: int, width: int) -> Tensor:
+    """PIL ``resize((width, height), Image.BOX)`` of uint8 [B,C,H,W]: horizontal pass, uint8, vertical pass."""
+    in_h, in_w = images.shape[-2:]
+    out = images.to(torch.float32)
+    if width != in_w:
+        out = (out @ box_resize_matrix(in_w, width, device=images.device).T).round_().clamp_(0, 255)
+    if height != in_h:
+        out = (box_resize_matrix(in_h, height, device=images.device) @ out).round_().clamp_(0, 255)
+    return out.to(torch.uint8)
+
+
+def scipy_zoom_coordinates(length: int, zoom: float, device: torch.device | str = "cpu") -> Tensor:
+    """Source coordinates of reference ``clipped_zoom`` along one axis (scipy zoom, order 1).
+
+    Crop ceil(length/zoom) centred pixels, zoom them to round(crop*zoom) with scipy's
+    corner-aligned grid, trim back to length centred; returns float64 [length] positions in the
+    original axis.
+    """
+    crop = int(math.ceil(length / zoom))
+    top = (length - crop) // 2
+    zoomed = int(round(crop * zoom))
+    trim = (zoomed - length) // 2
+    step = (crop - 1) / (zoomed - 1) if zoomed > 1 else 0.0
+    return top + (torch.arange(length, dtype=torch.float64, device=device) + trim) * step
+
+
+def clipped_zoom(images: Tensor, zoom: float) -> Tensor:
+    """The reference's clipped_zoom (centre crop + scipy.ndimage.zoom order 1) on float [B,C,H,W]."""
+    height, width = images.shape[-2:]
+    out = images
+    for axis, length in ((-2, height), (-1, width)):
+        coords = scipy_zoom_coordinates(length, zoom, images.device)
+        low = coords.floor().long().clamp(0, length - 1)
+        high = (low + 1).clamp(max=length - 1)
+        frac = (coords - low).to(images.dtype)
+        shape = [1] * images.ndim
+        shape[axis] = length
+        frac = frac.reshape(shape)
+        out = out.index_select(axis, low) * (1 - frac) + out.index_select(axis, high) * frac
+    return out
