@@ -139,8 +139,29 @@ def delete_dir(uri: str) -> None:
         raise explain(error, uri, "delete") from None
 
 
+def check_bucket(uri: str) -> None:
+    """The bucket exists and our credentials reach it (some S3 servers create buckets on a PUT)."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket = bucket_of(uri)
+    client = boto3.client("s3", config=BotoConfig(retries={"max_attempts": 2}, connect_timeout=10))
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise StorageError(f"cannot use {uri}: bucket {bucket!r} does not exist (create it or fix the URI)") from None
+        raise explain(Exception(f"{code} {error}"), uri, "use") from None
+    except BotoCoreError as error:
+        raise explain(Exception(f"connect: {error}"), uri, "use") from None
+
+
 def check_writable(uri: str) -> None:
     """Fail fast, before any work starts, when the run's storage cannot be written."""
+    if is_remote(uri) and uri.startswith("s3://"):
+        check_bucket(uri)
     probe = join(uri, f".write-probe-{uuid.uuid4().hex[:8]}")
     write_bytes(probe, b"ok")
     fs, path = filesystem(probe)
