@@ -1,0 +1,390 @@
+"""The 13 AugMix image operations, batched over uint8 tensors, reproducing PIL pixel for pixel.
+
+Every op takes ``images`` (torch.uint8 [B,3,H,W], CPU or CUDA) and, except autocontrast and
+equalize, a ``magnitude`` tensor [B] in the unit of the PIL call the reference makes, one value
+per image.  Parity with Pillow is the definition of correct, so each op mirrors the arithmetic of
+the Pillow code path the AugMix reference uses (ImageOps LUT builders in double precision,
+libImaging's bilinear affine sampler, Image.blend's float32 blend, the fixed-point RGB->L
+conversion); the comments say which PIL behaviour a line reproduces.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+__all__ = [
+    "AUGMENTATIONS",
+    "AUGMENTATIONS_ALL",
+    "OPS",
+    "apply_op",
+    "autocontrast",
+    "brightness",
+    "color",
+    "contrast",
+    "equalize",
+    "magnitude_for",
+    "posterize",
+    "rotate",
+    "sharpness",
+    "shear_x",
+    "shear_y",
+    "solarize",
+    "translate_x",
+    "translate_y",
+]
+
+AUGMENTATIONS: tuple[str, ...] = (
+    "autocontrast",
+    "equalize",
+    "posterize",
+    "rotate",
+    "solarize",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+)
+"""The reference's default op list (`augmentations`), in its order."""
+
+AUGMENTATIONS_ALL: tuple[str, ...] = AUGMENTATIONS + ("color", "contrast", "brightness", "sharpness")
+"""The reference's `augmentations_all`: adds the four ImageEnhance ops that overlap ImageNet-C."""
+
+_SIGNED_OPS = frozenset({"rotate", "shear_x", "shear_y", "translate_x", "translate_y"})
+_ENHANCE_OPS = frozenset({"color", "contrast", "brightness", "sharpness"})
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a torch.Tensor of dtype uint8, got {type(images).__name__}")
+    if images.dtype != torch.uint8:
+        raise ValueError(f"images dtype {images.dtype} is not allowed; expected torch.uint8")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images shape {tuple(images.shape)} is not allowed; expected [B,3,H,W]")
+
+
+def _as_magnitude(magnitude: torch.Tensor | float, images: torch.Tensor, name: str) -> torch.Tensor:
+    """The per-image parameter as a float64 tensor [B] on the images' device (scalars broadcast)."""
+    batch = images.shape[0]
+    if not isinstance(magnitude, torch.Tensor):
+        if isinstance(magnitude, bool) or not isinstance(magnitude, (int, float)):
+            raise ValueError(f"{name} must be a tensor [B] or a number, got {type(magnitude).__name__}")
+        magnitude = torch.tensor(float(magnitude))
+    if magnitude.is_complex() or magnitude.dtype == torch.bool:
+        raise ValueError(f"{name} dtype {magnitude.dtype} is not allowed; expected a real dtype")
+    if magnitude.dim() == 0:
+        magnitude = magnitude.expand(batch)
+    if magnitude.shape != (batch,):
+        raise ValueError(f"{name} shape {tuple(magnitude.shape)} is not allowed; expected [{batch}] (one per image)")
+    magnitude = magnitude.to(device=images.device, dtype=torch.float64)
+    if not bool(torch.isfinite(magnitude).all()):
+        raise ValueError(f"{name} contains non-finite values {magnitude[~torch.isfinite(magnitude)].tolist()}; expected finite numbers")
+    return magnitude
+
+
+# --------------------------------------------------------------------------- LUT ops
+
+
+def _apply_channel_lut(images: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """Map every pixel through its own image's and channel's table: lut is uint8 [B,3,256]."""
+    batch, channels, height, width = images.shape
+    index = images.reshape(batch, channels, height * width).long()
+    return torch.gather(lut, 2, index).reshape(batch, channels, height, width)
+
+
+def autocontrast(images: torch.Tensor) -> torch.Tensor:
+    """ImageOps.autocontrast(img): per channel, stretch [lo, hi] to [0, 255] via PIL's double-precision LUT."""
+    _check_images(images)
+    batch, channels = images.shape[:2]
+    flat = images.reshape(batch, channels, -1)
+    lo = flat.amin(dim=2).to(torch.float64).unsqueeze(2)
+    hi = flat.amax(dim=2).to(torch.float64).unsqueeze(2)
+    stretch = hi > lo
+    # PIL: scale = 255.0 / (hi - lo); offset = -lo * scale; int(ix * scale + offset) clipped to 0..255.
+    # (A tensor numerator: torch turns `scalar / tensor` into a reciprocal product, off by an ulp.)
+    scale = torch.full_like(hi, 255.0) / torch.where(stretch, hi - lo, torch.ones_like(hi))
+    offset = -lo * scale
+    levels = torch.arange(256, dtype=torch.float64, device=images.device)
+    stretched = (levels * scale + offset).trunc().clamp_(0, 255)
+    lut = torch.where(stretch, stretched, levels.expand_as(stretched)).to(torch.uint8)
+    return _apply_channel_lut(images, lut)
+
+
+def _channel_histograms(images: torch.Tensor) -> torch.Tensor:
+    """Per image and channel 256-bin histograms, int64 [B,3,256], from one bincount."""
+    batch, channels = images.shape[:2]
+    offsets = torch.arange(batch * channels, device=images.device).mul_(256).view(batch, channels, 1)
+    index = images.reshape(batch, channels, -1).long().add_(offsets)
+    counts = torch.bincount(index.reshape(-1), minlength=batch * channels * 256)
+    return counts.view(batch, channels, 256)
+
+
+def equalize(images: torch.Tensor) -> torch.Tensor:
+    """ImageOps.equalize(img): PIL's per-channel cumulative LUT with step = (n - count of top level) // 255."""
+    _check_images(images)
+    hist = _channel_histograms(images)
+    total = hist.sum(dim=2, keepdim=True)
+    top_level = images.reshape(*images.shape[:2], -1).amax(dim=2, keepdim=True).long()
+    top_count = torch.gather(hist, 2, top_level)
+    step = (total - top_count) // 255
+    distinct = (hist > 0).sum(dim=2, keepdim=True)
+    equalizable = (distinct > 1) & (step > 0)
+    safe_step = torch.where(equalizable, step, torch.ones_like(step))
+    before = hist.cumsum(dim=2) - hist  # pixels strictly below each level
+    equalized = ((safe_step // 2 + before) // safe_step).clamp_(max=255)  # Image.point clips to uint8
+    levels = torch.arange(256, device=images.device).expand_as(equalized)
+    lut = torch.where(equalizable, equalized, levels).to(torch.uint8)
+    return _apply_channel_lut(images, lut)
+
+
+def posterize(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """ImageOps.posterize(img, bits): keep the top `bits` bits (0..8; 0 gives black, as `i & ~255`)."""
+    _check_images(images)
+    bits = _as_magnitude(magnitude, images, "posterize bits")
+    bad = (bits != bits.round()) | (bits < 0) | (bits > 8)
+    if bool(bad.any()):
+        raise ValueError(f"posterize bits {bits[bad].tolist()} not allowed; expected integers 0..8")
+    mask = (255 << (8 - bits.long())) & 255
+    return images & mask.to(torch.uint8).view(-1, 1, 1, 1)
+
+
+def solarize(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """ImageOps.solarize(img, threshold): invert every pixel >= threshold (a threshold of 256 inverts none)."""
+    _check_images(images)
+    threshold = _as_magnitude(magnitude, images, "solarize threshold").ceil()
+    # Pixels are integers, so `p >= t` equals `p >= ceil(t)`; clamped to a uint8 floor plus an "any" flag.
+    floor_value = threshold.clamp(0, 255).to(torch.uint8).view(-1, 1, 1, 1)
+    any_inverted = (threshold <= 255).view(-1, 1, 1, 1)
+    invert = (images >= floor_value) & any_inverted
+    return torch.where(invert, 255 - images, images)
+
+
+# --------------------------------------------------------------------------- geometric ops
+
+
+def _affine_bilinear(images: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """PIL's Image.transform(size, AFFINE, coeffs, BILINEAR), per image coefficients float64 [B,6].
+
+    libImaging maps output pixel centre (x+.5, y+.5) to the source point (a x + b y + c, d x + e y + f)
+    in double precision; a source point outside [0,W)x[0,H) gives 0; otherwise the point shifted
+    by -.5 is interpolated between its floor neighbours (clamped to the image) as two row lerps and
+    one column lerp, and the result is truncated to uint8.
+    """
+    batch, channels, height, width = images.shape
+    device = images.device
+    xs = (torch.arange(width, dtype=torch.float64, device=device) + 0.5).view(1, 1, width)
+    ys = (torch.arange(height, dtype=torch.float64, device=device) + 0.5).view(1, height, 1)
+    a, b, c, d, e, f = (column.view(batch, 1, 1) for column in coeffs.to(torch.float64).unbind(1))
+    source_x = a * xs + b * ys + c
+    source_y = d * xs + e * ys + f
+    inside = (source_x >= 0) & (source_x < width) & (source_y >= 0) & (source_y < height)
+    source_x = source_x - 0.5
+    source_y = source_y - 0.5
+    x0 = source_x.floor()
+    y0 = source_y.floor()
+    dx = source_x - x0
+    dy = source_y - y0
+    col0 = x0.long().clamp_(0, width - 1)
+    col1 = (x0.long() + 1).clamp_(0, width - 1)
+    row0 = y0.long().clamp_(0, height - 1) * width
+    row1 = (y0.long() + 1).clamp_(0, height - 1) * width
+
+    flat = images.reshape(batch, channels, height * width)
+
+    def sample(index: torch.Tensor) -> torch.Tensor:
+        index = index.reshape(batch, 1, height * width).expand(batch, channels, height * width)
+        return torch.gather(flat, 2, index).to(torch.float64)
+
+    dx = dx.reshape(batch, 1, height * width)
+    dy = dy.reshape(batch, 1, height * width)
+    top0, top1 = sample(row0 + col0), sample(row0 + col1)
+    bottom0, bottom1 = sample(row1 + col0), sample(row1 + col1)
+    top = top0 + (top1 - top0) * dx
+    bottom = bottom0 + (bottom1 - bottom0) * dx
+    value = (top + (bottom - top) * dy).to(torch.uint8)
+    value = value * inside.reshape(batch, 1, height * width)
+    return value.reshape(batch, channels, height, width)
+
+
+def _affine_coeffs(magnitude: torch.Tensor, slot: int) -> torch.Tensor:
+    """Identity affine coefficients [B,6] with one slot set to the per-image magnitude."""
+    coeffs = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64, device=magnitude.device)
+    coeffs = coeffs.repeat(magnitude.shape[0], 1)
+    coeffs[:, slot] = magnitude
+    return coeffs
+
+
+def rotate(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """Image.rotate(degrees, resample=BILINEAR): counter-clockwise about the centre, with PIL's matrix."""
+    _check_images(images)
+    degrees = _as_magnitude(magnitude, images, "rotate degrees")
+    height, width = images.shape[2:]
+    # Image.rotate: angle % 360, -radians, cos/sin rounded to 15 decimals, centre (w/2, h/2).
+    radians = -((degrees % 360.0) * (torch.pi / 180.0))
+    cos = torch.round(torch.cos(radians), decimals=15)
+    sin = torch.round(torch.sin(radians), decimals=15)
+    neg_sin = torch.round(-torch.sin(radians), decimals=15)
+    centre_x, centre_y = width / 2, height / 2
+    c = cos * -centre_x + sin * -centre_y + 0.0 + centre_x
+    f = neg_sin * -centre_x + cos * -centre_y + 0.0 + centre_y
+    coeffs = torch.stack([cos, sin, c, neg_sin, cos, f], dim=1)
+    return _affine_bilinear(images, coeffs)
+
+
+def shear_x(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """Image.transform(size, AFFINE, (1, s, 0, 0, 1, 0), BILINEAR)."""
+    _check_images(images)
+    return _affine_bilinear(images, _affine_coeffs(_as_magnitude(magnitude, images, "shear_x coefficient"), 1))
+
+
+def shear_y(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """Image.transform(size, AFFINE, (1, 0, 0, s, 1, 0), BILINEAR)."""
+    _check_images(images)
+    return _affine_bilinear(images, _affine_coeffs(_as_magnitude(magnitude, images, "shear_y coefficient"), 3))
+
+
+def translate_x(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """Image.transform(size, AFFINE, (1, 0, t, 0, 1, 0), BILINEAR): output pixel x shows source x + t."""
+    _check_images(images)
+    return _affine_bilinear(images, _affine_coeffs(_as_magnitude(magnitude, images, "translate_x pixels"), 2))
+
+
+def translate_y(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """Image.transform(size, AFFINE, (1, 0, 0, 0, 1, t), BILINEAR): output pixel y shows source y + t."""
+    _check_images(images)
+    return _affine_bilinear(images, _affine_coeffs(_as_magnitude(magnitude, images, "translate_y pixels"), 5))
+
+
+# --------------------------------------------------------------------------- ImageEnhance ops
+
+
+def _blend(degenerate: torch.Tensor, images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Image.blend(degenerate, image, factor) as libImaging computes it: float32 alpha, clip, truncate."""
+    alpha = factor.to(torch.float32).view(-1, 1, 1, 1)
+    base = degenerate.to(torch.float32)
+    value = base + alpha * (images.to(torch.float32) - base)
+    return value.clamp_(0, 255).to(torch.uint8)
+
+
+def _luminance(images: torch.Tensor) -> torch.Tensor:
+    """PIL's RGB->L conversion, (19595 R + 38470 G + 7471 B + 0x8000) >> 16, as int32 [B,1,H,W]."""
+    rgb = images.to(torch.int32)
+    return (rgb[:, 0:1] * 19595 + rgb[:, 1:2] * 38470 + rgb[:, 2:3] * 7471 + 0x8000) >> 16
+
+
+def color(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """ImageEnhance.Color(img).enhance(factor): blend with the L-grayscale copy."""
+    _check_images(images)
+    factor = _as_magnitude(magnitude, images, "color factor")
+    return _blend(_luminance(images), images, factor)
+
+
+def contrast(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """ImageEnhance.Contrast(img).enhance(factor): blend with the image's rounded mean L level."""
+    _check_images(images)
+    factor = _as_magnitude(magnitude, images, "contrast factor")
+    luminance = _luminance(images)
+    mean = luminance.sum(dim=(1, 2, 3), dtype=torch.float64) / luminance[0].numel()
+    degenerate = (mean + 0.5).trunc().view(-1, 1, 1, 1)
+    return _blend(degenerate, images, factor)
+
+
+def brightness(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """ImageEnhance.Brightness(img).enhance(factor): blend with black."""
+    _check_images(images)
+    factor = _as_magnitude(magnitude, images, "brightness factor")
+    return _blend(torch.zeros((), dtype=torch.uint8, device=images.device), images, factor)
+
+
+def sharpness(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """ImageEnhance.Sharpness(img).enhance(factor): blend with ImageFilter.SMOOTH, whose border is the original.
+
+    SMOOTH is the 3x3 kernel (1,1,1;1,5,1;1,1,1)/13 rounded to nearest; the exact sum S/13 never
+    sits on a half, so the integer (S + 6) // 13 equals PIL's float result.
+    """
+    _check_images(images)
+    factor = _as_magnitude(magnitude, images, "sharpness factor")
+    height, width = images.shape[2:]
+    if height < 3 or width < 3:
+        return images.clone()
+    wide = images.to(torch.int16)
+    rows = wide[:, :, :-2] + wide[:, :, 1:-1] + wide[:, :, 2:]
+    box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
+    centre = wide[:, :, 1:-1, 1:-1]
+    smooth = (box + 4 * centre + 6) // 13
+    out = images.clone()
+    out[:, :, 1:-1, 1:-1] = _blend(smooth, images[:, :, 1:-1, 1:-1], factor)
+    return out
+
+
+# --------------------------------------------------------------------------- registry and sampling
+
+
+def _no_magnitude(op: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def apply(images: torch.Tensor, magnitude: torch.Tensor | None = None) -> torch.Tensor:
+        return op(images)
+
+    apply.__name__ = op.__name__
+    apply.__doc__ = op.__doc__
+    return apply
+
+
+OPS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "autocontrast": _no_magnitude(autocontrast),
+    "equalize": _no_magnitude(equalize),
+    "posterize": posterize,
+    "rotate": rotate,
+    "solarize": solarize,
+    "shear_x": shear_x,
+    "shear_y": shear_y,
+    "translate_x": translate_x,
+    "translate_y": translate_y,
+    "color": color,
+    "contrast": contrast,
+    "brightness": brightness,
+    "sharpness": sharpness,
+}
+"""Every op under its name with the uniform signature (images, magnitude); the two without a
+parameter ignore magnitude, so a sampler can dispatch by name."""
+
+
+def apply_op(name: str, images: torch.Tensor, magnitude: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the op called `name` (one of AUGMENTATIONS_ALL) on a batch."""
+    if name not in OPS:
+        raise ValueError(f"op {name!r} is not known; expected one of {list(AUGMENTATIONS_ALL)}")
+    return OPS[name](images, magnitude)
+
+
+def magnitude_for(op_name: str, level: torch.Tensor, sign: torch.Tensor | None, size: int) -> torch.Tensor:
+    """The reference's level -> PIL parameter mapping (augmentations.py), per image, float64 [B].
+
+    level is the sampled U(0.1, severity) value; sign (+1/-1 per image) applies to the geometric
+    ops only; size is the image side the reference's translate range (size / 3) refers to.
+    Arithmetic is float64 in the reference's order so that int() truncations agree with numpy.
+    """
+    if op_name not in OPS:
+        raise ValueError(f"op {op_name!r} is not known; expected one of {list(AUGMENTATIONS_ALL)}")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size {size!r} is not allowed; expected a positive int (image side in pixels)")
+    level = torch.as_tensor(level).to(torch.float64)
+    if op_name == "posterize":
+        return 4 - (level * 4 / 10).trunc()
+    if op_name == "solarize":
+        return 256 - (level * 256 / 10).trunc()
+    if op_name == "rotate":
+        value = (level * 30 / 10).trunc()
+    elif op_name in ("shear_x", "shear_y"):
+        value = level * 0.3 / 10
+    elif op_name in ("translate_x", "translate_y"):
+        value = (level * (size / 3) / 10).trunc()
+    elif op_name in _ENHANCE_OPS:
+        return level * 1.8 / 10 + 0.1
+    else:  # autocontrast, equalize: no parameter
+        return torch.zeros_like(level)
+    if sign is None:
+        return value
+    sign = torch.as_tensor(sign, device=value.device)
+    return torch.where(sign < 0, -value, value)
