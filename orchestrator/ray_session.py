@@ -16,8 +16,8 @@ LOCAL_ENV = {
 }
 
 # Forwarded to every Ray worker of a job so S3 settings reach the nodes that read and write.
-FORWARDED_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION",
-                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# Credentials are not: nodes use their own (instance profile), a local cluster inherits ours.
+FORWARDED_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION")
 
 
 def pin_local_environment() -> None:
@@ -26,7 +26,7 @@ def pin_local_environment() -> None:
 
 
 def worker_env() -> dict[str, str]:
-    """Environment for the job's workers: the S3 settings of the driver, never written to disk."""
+    """Environment for the job's workers: the driver's S3 endpoint and region, one thread per op."""
     env = {key: os.environ[key] for key in FORWARDED_ENV if key in os.environ}
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
