@@ -1,0 +1,145 @@
+"""The AugMix paper's classifiers, chosen by name: `build_model(name, num_classes, **options)`.
+
+Every model takes float images in [0, 1], shaped [B, 3, H, W], and normalises them itself (its
+first module is a `Normalize` with buffers `mean`/`std`), so training, evaluation and any worker
+feed the same tensors and cannot disagree on preprocessing. CIFAR models default to the AugMix
+recipe's mean = std = 0.5; the torchvision ResNets to the ImageNet statistics; both are options.
+
+Names (`MODELS` lists the usual ones):
+  wrn{depth}_{widen}   WideResNet, depth 6n+4 (wrn40_2: the paper's; wrn16_2, wrn10_1: small, fast)
+  allconv              AllConvNet (96/192 channels, the reference's)
+  densenet_bc_{depth}  DenseNet-BC, depth 6n+4, growth_rate 12 by default (densenet_bc_100)
+  resnext29_32x4d      the paper's ResNeXt-29 (32x4), built as the reference builds it
+  resnet{18,34,50,101,152}  torchvision ResNets for larger images; cifar_stem=True for 32x32
+"""
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+
+from augmix.models.allconv import AllConvNet
+from augmix.models.densenet import DenseNetBC
+from augmix.models.layers import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Normalize,
+    init_reference_weights,
+)
+from augmix.models.resnext import CifarResNeXt
+from augmix.models.wideresnet import WideResNet
+
+__all__ = [
+    "MODELS",
+    "AllConvNet",
+    "CifarResNeXt",
+    "DenseNetBC",
+    "Normalize",
+    "TorchvisionResNet",
+    "WideResNet",
+    "build_model",
+    "count_parameters",
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
+
+MODELS: tuple[str, ...] = (
+    "wrn40_2",
+    "allconv",
+    "densenet_bc_100",
+    "resnext29_32x4d",
+    "resnet18",
+    "resnet50",
+    "wrn16_2",
+    "wrn10_1",
+)
+
+RESNET_LAYOUTS: dict[int, tuple[type[nn.Module], list[int]]] = {
+    18: (tv_resnet.BasicBlock, [2, 2, 2, 2]),
+    34: (tv_resnet.BasicBlock, [3, 4, 6, 3]),
+    50: (tv_resnet.Bottleneck, [3, 4, 6, 3]),
+    101: (tv_resnet.Bottleneck, [3, 4, 23, 3]),
+    152: (tv_resnet.Bottleneck, [3, 8, 36, 3]),
+}
+
+
+class TorchvisionResNet(tv_resnet.ResNet):
+    """torchvision's ResNet (weights=None) with in-model normalisation and an optional CIFAR stem.
+
+    Subclassing keeps torchvision's parameter names, so its pretrained state dicts load with
+    strict=False (only `normalize.*` is extra). `cifar_stem` swaps the 7x7/2 conv + max-pool for a
+    3x3/1 conv and no pooling, the usual change for 32x32 inputs.
+    """
+
+    def __init__(
+        self,
+        depth: int = 50,
+        num_classes: int = 1000,
+        cifar_stem: bool = False,
+        zero_init_residual: bool = False,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        if depth not in RESNET_LAYOUTS:
+            raise ValueError(f"ResNet depth {depth} is not allowed; use one of {sorted(RESNET_LAYOUTS)}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes {num_classes} is not allowed; use an integer >= 1")
+        block, layers = RESNET_LAYOUTS[depth]
+        super().__init__(block, layers, num_classes=num_classes, zero_init_residual=zero_init_residual)
+        self.normalize = Normalize(mean, std)
+        if cifar_stem:
+            self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+            self.maxpool = nn.Identity()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.normalize(images))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (what the papers' tables count)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _resolve(name: str) -> tuple[Callable[..., nn.Module], dict[str, int]]:
+    """The constructor a name stands for, and the arguments the name itself fixes."""
+    if name == "allconv":
+        return AllConvNet, {}
+    if name == "resnext29_32x4d":
+        # The paper's "ResNeXt-29 (32x4)" is the reference's resnext29(): 4 groups, base width 32.
+        return CifarResNeXt, {"depth": 29, "cardinality": 4, "base_width": 32}
+    if match := re.fullmatch(r"wrn(\d+)_(\d+)", name):
+        return WideResNet, {"depth": int(match[1]), "widen_factor": int(match[2])}
+    if match := re.fullmatch(r"densenet_bc_(\d+)", name):
+        return DenseNetBC, {"depth": int(match[1])}
+    if (match := re.fullmatch(r"resnet(\d+)", name)) and int(match[1]) in RESNET_LAYOUTS:
+        return TorchvisionResNet, {"depth": int(match[1])}
+    raise ValueError(
+        f"model name {name!r} is not allowed; use one of {', '.join(MODELS)} "
+        f"(or wrn{{6n+4}}_{{widen}}, densenet_bc_{{6n+4}}, resnet{{{'|'.join(map(str, RESNET_LAYOUTS))}}})"
+    )
+
+
+def build_model(name: str, num_classes: int, **options: object) -> nn.Module:
+    """A freshly initialised model by name; `options` go to its constructor (e.g. dropout, mean, std).
+
+    Raises ValueError for an unknown name, a bad num_classes, or an option the model does not take.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"model name {name!r} is not allowed; use one of {', '.join(MODELS)}")
+    constructor, fixed = _resolve(name.strip().lower())
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes {num_classes!r} is not allowed; use an integer >= 1")
+    settable = [p for p in inspect.signature(constructor).parameters if p not in fixed and p != "num_classes"]
+    unknown = sorted(set(options) - set(settable))
+    if unknown:
+        raise ValueError(f"model {name!r} option(s) {', '.join(unknown)} not allowed; allowed: {', '.join(settable)}")
+    return constructor(**fixed, num_classes=num_classes, **options)
