@@ -1,0 +1,279 @@
+"""AugmentAndMix over a whole batch: one sampled plan per sample, ops applied once per (step, op) group.
+
+Sampling and execution are split so that the draw can be checked statistically and the execution
+checked against a per-image composition of the same draw:
+
+- `sample_augmix_plan` draws everything the reference algorithm draws per image (Dirichlet chain
+  weights, Beta skip weight, chain depths, op choices, levels and signs) as tensors, from a
+  torch.Generator, so a seed reproduces a batch exactly.
+- `apply_plan` runs the plan. All chains of all samples (and, for `AugMix.triple`, of both views) form
+  one working batch of rows; at each chain step the rows are grouped by their op and each op is called
+  once on its group, so the Python work per batch is ~ops × depth calls, independent of batch size.
+  Ops act on uint8 (PIL semantics); the mixture m·x + (1−m)·Σ w_i chain_i(x) is computed once in float32
+  with the 1/255 scale folded into the weights.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from augmix import ops as augmix_ops
+
+OPS_WITHOUT_MAGNITUDE = frozenset({"autocontrast", "equalize"})
+DEFAULT_MAX_DEPTH = 3  # depth=-1 draws each chain's depth uniformly from 1..DEFAULT_MAX_DEPTH
+MIN_LEVEL = 0.1  # the reference's sample_level: U(0.1, severity)
+
+
+@dataclass(frozen=True)
+class AugMixPlan:
+    """Everything AugmentAndMix draws for a batch; rows are samples, `ops` names the op indices.
+
+    op_index: int64 [B, width, max_depth], the op applied at each chain step, -1 once the chain ended.
+    level: float32 [B, width, max_depth], the severity level of each op application.
+    sign: float32 [B, width, max_depth], ±1, the direction of the signed (geometric) ops.
+    chain_weights: float32 [B, width], Dirichlet(alpha) weights over the chains.
+    skip_weight: float32 [B], Beta(alpha, alpha) weight m of the clean image (m = 1 gives it back).
+    """
+
+    ops: tuple[str, ...]
+    op_index: Tensor
+    level: Tensor
+    sign: Tensor
+    chain_weights: Tensor
+    skip_weight: Tensor
+
+    @property
+    def batch(self) -> int:
+        return self.op_index.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.op_index.shape[1]
+
+    @property
+    def depths(self) -> Tensor:
+        """int64 [B, width]: the number of ops in each chain."""
+        return (self.op_index >= 0).sum(dim=2)
+
+    def to(self, device: torch.device | str) -> "AugMixPlan":
+        return AugMixPlan(
+            self.ops,
+            self.op_index.to(device),
+            self.level.to(device),
+            self.sign.to(device),
+            self.chain_weights.to(device),
+            self.skip_weight.to(device),
+        )
+
+
+def _log_standard_gamma(concentration: Tensor, generator: torch.Generator | None) -> Tensor:
+    """log of Gamma(concentration, 1) draws, exact, driven only by `generator`.
+
+    Marsaglia & Tsang (2000) rejection for shape >= 1, vectorised: every pending draw gets a fresh
+    normal/uniform pair per round (acceptance > 95%, so a handful of rounds). Shapes < 1 use
+    Gamma(a) = Gamma(a + 1)·U^(1/a), kept in log space so tiny alphas cannot underflow to 0.
+    """
+    dtype, device = torch.float64, concentration.device
+    out_shape = concentration.shape
+    concentration = concentration.reshape(-1)
+    boosted = concentration < 1.0
+    shape = torch.where(boosted, concentration + 1.0, concentration)
+    d = shape - 1.0 / 3.0
+    c = 1.0 / torch.sqrt(9.0 * d)
+    log_gamma = torch.empty_like(shape)
+    pending = torch.arange(shape.numel(), device=device)
+    while pending.numel() > 0:
+        x = torch.randn(pending.numel(), generator=generator, dtype=dtype, device=device)
+        u = 1.0 - torch.rand(pending.numel(), generator=generator, dtype=dtype, device=device)  # (0, 1]
+        d_p, c_p = d[pending], c[pending]
+        v = (1.0 + c_p * x) ** 3
+        log_v = torch.log(v.clamp_min(torch.finfo(dtype).tiny))
+        accepted = (v > 0) & (torch.log(u) < 0.5 * x * x + d_p - d_p * v + d_p * log_v)
+        log_gamma[pending[accepted]] = torch.log(d_p[accepted]) + log_v[accepted]
+        pending = pending[~accepted]
+    u_boost = 1.0 - torch.rand(shape.shape, generator=generator, dtype=dtype, device=device)
+    return torch.where(boosted, log_gamma + torch.log(u_boost) / concentration, log_gamma).view(out_shape)
+
+
+def sample_dirichlet(alpha: float, batch: int, width: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> Tensor:
+    """float32 [batch, width] rows ~ Dirichlet(alpha, ..., alpha), as normalised Gamma(alpha) draws."""
+    concentration = torch.full((batch, width), float(alpha), dtype=torch.float64, device=device)
+    return torch.softmax(_log_standard_gamma(concentration, generator), dim=1).float()
+
+
+def sample_beta(alpha: float, batch: int, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu") -> Tensor:
+    """float32 [batch] ~ Beta(alpha, alpha) = G1 / (G1 + G2) with G ~ Gamma(alpha)."""
+    concentration = torch.full((2, batch), float(alpha), dtype=torch.float64, device=device)
+    log_gamma = _log_standard_gamma(concentration, generator)
+    return torch.sigmoid(log_gamma[0] - log_gamma[1]).float()
+
+
+def sample_augmix_plan(
+    batch: int,
+    width: int,
+    depth: int,
+    severity: float,
+    alpha: float,
+    ops: Sequence[str],
+    generator: torch.Generator | None = None,
+) -> AugMixPlan:
+    """Draw one AugmentAndMix plan per sample, as the reference does per image, on the generator's device."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    max_depth = DEFAULT_MAX_DEPTH if depth == -1 else depth
+    chain_weights = sample_dirichlet(alpha, batch, width, generator, device)
+    skip_weight = sample_beta(alpha, batch, generator, device)
+    if depth == -1:
+        depths = torch.randint(1, DEFAULT_MAX_DEPTH + 1, (batch, width, 1), generator=generator, device=device)
+    else:
+        depths = torch.full((batch, width, 1), depth, dtype=torch.long, device=device)
+    op_index = torch.randint(0, len(ops), (batch, width, max_depth), generator=generator, device=device)
+    steps = torch.arange(max_depth, device=device)
+    op_index = torch.where(steps < depths, op_index, -1)
+    uniform = torch.rand((batch, width, max_depth), generator=generator, device=device)
+    level = MIN_LEVEL + (float(severity) - MIN_LEVEL) * uniform
+    sign = torch.where(torch.rand((batch, width, max_depth), generator=generator, device=device) < 0.5, -1.0, 1.0)
+    return AugMixPlan(tuple(ops), op_index, level, sign, chain_weights, skip_weight)
+
+
+def _check_images(images: Tensor) -> None:
+    if not isinstance(images, Tensor):
+        raise ValueError(f"images must be a torch.uint8 tensor [B,3,H,W], got {type(images).__name__}")
+    if images.dtype != torch.uint8:
+        raise ValueError(f"images must have dtype torch.uint8 [B,3,H,W], got {images.dtype}")
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] < 1 or images.shape[3] < 1:
+        raise ValueError(f"images must have shape [B,3,H,W], got {tuple(images.shape)}")
+
+
+def _magnitude(op_name: str, level: Tensor, sign: Tensor, height: int, width: int) -> Tensor:
+    size = height if op_name == "translate_y" else width
+    return augmix_ops.magnitude_for(op_name, level, sign, size)
+
+
+def _run_chains(images: Tensor, plans: Sequence[AugMixPlan]) -> Tensor:
+    """uint8 [V·B·width, 3, H, W]: chain i of sample b of plan v at row (v·B + b)·width + i.
+
+    Every row starts as its sample's image; at each step the rows are grouped by op (one stable sort
+    on the CPU copy of the plan) and each op runs once on the gathered group, whose result is scattered
+    back. Rows whose chain already ended are left as they are.
+    """
+    batch, _, height, width_px = images.shape
+    chains = plans[0].width
+    max_depth = plans[0].op_index.shape[2]
+    op_index = torch.cat([plan.op_index.cpu().reshape(-1, max_depth) for plan in plans])
+    level = torch.cat([plan.level.cpu().reshape(-1, max_depth) for plan in plans])
+    sign = torch.cat([plan.sign.cpu().reshape(-1, max_depth) for plan in plans])
+    ops = plans[0].ops
+    rows = op_index.shape[0]
+    source = (torch.arange(rows) // chains) % batch
+    work = torch.empty((rows,) + tuple(images.shape[1:]), dtype=torch.uint8, device=images.device)
+    for step in range(op_index.shape[1]):
+        column = op_index[:, step]
+        order = torch.argsort(column, stable=True)
+        counts = torch.bincount(column + 1, minlength=len(ops) + 1).tolist()
+        if step == 0:
+            # every chain has at least one op, so step 0 fills all rows straight from `images`
+            order_source = source[order].to(images.device)
+        order_device = order.to(images.device)
+        start = counts[0]
+        for op_id, count in enumerate(counts[1:]):
+            if count == 0:
+                continue
+            stop = start + count
+            name = ops[op_id]
+            group_rows = order_device[start:stop]
+            if step == 0:
+                group = images.index_select(0, order_source[start:stop])
+            else:
+                group = work.index_select(0, group_rows)
+            op = getattr(augmix_ops, name)
+            if name in OPS_WITHOUT_MAGNITUDE:
+                result = op(group)
+            else:
+                group_cpu = order[start:stop]
+                magnitude = _magnitude(name, level[group_cpu, step], sign[group_cpu, step], height, width_px)
+                result = op(group, magnitude.to(images.device))
+            work.index_copy_(0, group_rows, result)
+            start = stop
+    return work
+
+
+def _mix(clean: Tensor, chains: Tensor, plan: AugMixPlan) -> Tensor:
+    """m·clean + (1−m)·Σ_i w_i·chain_i/255 in one batched matrix product (float32 [B,3,H,W])."""
+    batch = clean.shape[0]
+    skip = plan.skip_weight.to(clean.device, torch.float32)
+    chain_scale = (plan.chain_weights.to(clean.device, torch.float32) * ((1.0 - skip) / 255.0).unsqueeze(1))
+    base = clean.reshape(batch, 1, -1) * skip.view(batch, 1, 1)
+    mixed = torch.baddbmm(base, chain_scale.unsqueeze(1), chains.reshape(batch, plan.width, -1).float())
+    return mixed.clamp_(0.0, 1.0).view_as(clean)  # float rounding may overshoot 1 by an ulp
+
+
+def _augment_views(images: Tensor, clean: Tensor, plans: Sequence[AugMixPlan]) -> list[Tensor]:
+    for plan in plans:
+        if plan.batch != images.shape[0]:
+            raise ValueError(f"plan batch must equal images batch {images.shape[0]}, got {plan.batch}")
+    chains = _run_chains(images, plans)
+    per_view = images.shape[0] * plans[0].width
+    return [_mix(clean, chains[v * per_view:(v + 1) * per_view], plan) for v, plan in enumerate(plans)]
+
+
+def _to_unit_float(images: Tensor) -> Tensor:
+    return images.float().div_(255.0)
+
+
+def apply_plan(images: Tensor, plan: AugMixPlan) -> Tensor:
+    """Run one sampled plan on uint8 [B,3,H,W] images; float32 [B,3,H,W] in [0, 1]."""
+    _check_images(images)
+    return _augment_views(images, _to_unit_float(images), [plan])[0]
+
+
+def _check_arguments(width: object, depth: object, severity: object, alpha: object) -> None:
+    if isinstance(width, bool) or not isinstance(width, Integral) or width < 1:
+        raise ValueError(f"width must be an integer >= 1, got {width!r}")
+    if isinstance(depth, bool) or not isinstance(depth, Integral) or not (depth == -1 or depth >= 1):
+        raise ValueError(f"depth must be -1 (uniform 1..3) or an integer >= 1, got {depth!r}")
+    if isinstance(severity, bool) or not isinstance(severity, Real) or not 1 <= severity <= 10:
+        raise ValueError(f"severity must be a number in [1, 10], got {severity!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not (alpha > 0 and math.isfinite(alpha)):
+        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+
+
+class AugMix:
+    """AugmentAndMix (Hendrycks et al., 2020) on uint8 batches, per-sample randomness, seeded by a Generator."""
+
+    def __init__(self, width: int = 3, depth: int = -1, severity: float = 3, alpha: float = 1.0,
+                 all_ops: bool = False) -> None:
+        _check_arguments(width, depth, severity, alpha)
+        self.width = int(width)
+        self.depth = int(depth)
+        self.severity = float(severity)
+        self.alpha = float(alpha)
+        self.all_ops = bool(all_ops)
+        self.ops: tuple[str, ...] = tuple(augmix_ops.AUGMENTATIONS_ALL if all_ops else augmix_ops.AUGMENTATIONS)
+
+    def __repr__(self) -> str:
+        return (f"AugMix(width={self.width}, depth={self.depth}, severity={self.severity:g}, "
+                f"alpha={self.alpha:g}, all_ops={self.all_ops})")
+
+    def sample_plan(self, batch: int, generator: torch.Generator | None = None) -> AugMixPlan:
+        return sample_augmix_plan(batch, self.width, self.depth, self.severity, self.alpha, self.ops, generator)
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One AugMix view, float32 [B,3,H,W] in [0, 1]."""
+        _check_images(images)
+        plan = self.sample_plan(images.shape[0], generator)
+        return _augment_views(images, _to_unit_float(images), [plan])[0]
+
+    def triple(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(clean, aug1, aug2) for the JSD loss; aug1 equals __call__ with the same generator state."""
+        _check_images(images)
+        plans = [self.sample_plan(images.shape[0], generator), self.sample_plan(images.shape[0], generator)]
+        clean = _to_unit_float(images)
+        aug1, aug2 = _augment_views(images, clean, plans)
+        return clean, aug1, aug2
