@@ -165,6 +165,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"augmix: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RuntimeError as error:
+        from orchestrator.evaluation import EvaluationIncomplete
+
+        if not isinstance(error, EvaluationIncomplete):
+            raise
+        print(f"augmix: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("augmix: interrupted; finished work is kept and a rerun resumes it", file=sys.stderr)
         return 130
