@@ -105,6 +105,9 @@ def test_architectures_are_the_named_ones():
     assert isinstance(resnext, CifarResNeXt)
     grouped = [m for m in resnext.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
     assert len(grouped) == 9 and {m.in_channels for m in grouped} == {128, 256, 512}
+    assert {m.groups for m in grouped} == {4}  # the reference's resnext29(): cardinality 4, base width 32
+    strict_convention = CifarResNeXt(29, cardinality=32, base_width=4)
+    assert count_parameters(strict_convention) == pytest.approx(4.8e6, rel=0.01)
     assert resnext.fc.in_features == 1024
 
     allconv = built("allconv")

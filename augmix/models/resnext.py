@@ -1,12 +1,14 @@
 """ResNeXt for CIFAR (Xie et al., 2017), the AugMix paper's ResNeXt-29 (32x4d).
 
 Post-activation bottlenecks of type C (1x1 reduce, grouped 3x3, 1x1 expand to 4x planes), a 64
-channel 3x3 stem and three stages at 64, 128, 256 planes with (depth-2)/9 blocks each. The group
-width is floor(planes * base_width / 64), so "32x4d" means 32 groups of 4 channels in the first
-stage (128 channels in all). The AugMix reference's `resnext29()` defaults to cardinality 4,
-base width 32 (4 groups of 32: the same 128 channels, denser 3x3 convs, about 6.8 M parameters);
-`resnext29_32x4d` here follows the paper's name (about 4.8 M). Build the reference's exact network
-as `resnext29_4x32d`.
+channel 3x3 stem and three stages at 64, 128, 256 planes with (depth-2)/9 blocks each; each
+grouped conv has `cardinality` groups of floor(planes * base_width / 64) channels.
+
+Which network "32x4" is: the AugMix reference builds its ResNeXt-29 with cardinality 4 and base
+width 32 (4 groups of 32 channels in the first stage, 6.8 M parameters), and that network made the
+paper's numbers, so `resnext29_32x4d` and this class's defaults build exactly it. ResNeXt's own
+CxWd convention would read 32x4d as 32 groups of 4 (the same 128 channels, sparser 3x3 convs,
+4.8 M parameters): build that one as CifarResNeXt(cardinality=32, base_width=4).
 """
 from __future__ import annotations
 
@@ -60,8 +62,8 @@ class CifarResNeXt(nn.Module):
     def __init__(
         self,
         depth: int = 29,
-        cardinality: int = 32,
-        base_width: int = 4,
+        cardinality: int = 4,
+        base_width: int = 32,
         num_classes: int = 10,
         mean: Sequence[float] = CIFAR_MEAN,
         std: Sequence[float] = CIFAR_STD,
