@@ -1,0 +1,292 @@
+"""-P style perturbation sequences (CIFAR-10-P / ImageNet-P, Hendrycks & Dietterich ICLR 2019).
+
+Each clean image becomes a short "video" whose frames drift a little from one to the next, so
+a stable classifier keeps its prediction (metrics.flip_probability / top5_distance score that).
+Constants follow hendrycks/robustness ImageNet-P/create_p/make_cifar_p.py ("cifar") and
+make_imagenet_p.py ("imagenet"); with frames=None a sequence has the reference's length and
+parameter schedule exactly. Other lengths stretch the same parameter range over `frames`
+(zoom_blur keeps its per-frame step; noise draws `frames - 1` noisy frames).
+
+Frame 0 is the clean image for the noise and zoom_blur sequences. The drifting ones (brightness,
+translate, rotate, tilt, scale, motion_blur) sweep a range around the identity as the reference
+does (e.g. rotate -15..15 degrees), so their *middle* frame is (nearly) the clean image; tilt's
+reference homography also shrinks by f / (f + 1) (f = the image diagonal) even at 0 degrees.
+Differences from the reference, by necessity: ImageNet-P warps the 256-px resized image and then
+centre-crops 224 px; here the given image is warped and uncovered pixels are black (as CIFAR-10-P
+does); the mp4 encoding of ImageNet-P is not reproduced.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["NOISE_PERTURBATIONS", "PERTURBATIONS", "PRESETS", "default_frames", "perturbation_sequence"]
+
+PERTURBATIONS: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "brightness",
+    "translate", "rotate", "tilt", "scale",
+)
+# Sequences whose frames are compared with the first frame (metrics.compares_to_first_frame).
+NOISE_PERTURBATIONS: tuple[str, ...] = ("gaussian_noise", "shot_noise")
+PRESETS: tuple[str, ...] = ("cifar", "imagenet")
+DIFFICULTIES = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """Reference schedule: frame i of `frames` uses start + i * (stop - start) / (frames - 1)."""
+    frames: int
+    start: float
+    stop: float
+
+
+# Noise level per difficulty (the _2 and _3 datasets): std of N(0, s) on [0,1]; photons for Poisson.
+_GAUSSIAN_STD = {"cifar": (0.02, 0.04, 0.06), "imagenet": (0.03, 0.05, 0.08)}
+_SHOT_PHOTONS = {"cifar": (700.0, 400.0, 200.0), "imagenet": (300.0, 120.0, 60.0)}
+_NOISE_FRAMES = 31  # clean frame + 30 noisy draws
+_ZOOM_STEP, _ZOOM_FRAMES = 0.004, 31  # frame i averages scales 1, 1.004, ..., 1 + 0.004 i
+# ImageMagick motion_blur(radius, sigma) with the angle swept over the sequence.
+_MOTION_KERNEL = {"cifar": (6.0, 1.8), "imagenet": (10.0, 3.0)}
+_SWEEPS: dict[str, dict[str, _Sweep]] = {
+    "cifar": {
+        "motion_blur": _Sweep(21, -180.0, 0.0),   # angle (i - 20) * 9
+        "brightness": _Sweep(31, -0.225, 0.225),  # HSV value shift (i - 15) * 1.5 / 100
+        "translate": _Sweep(16, -7.0, 8.0),       # pixels right, i - 7
+        "rotate": _Sweep(31, -15.0, 15.0),        # torchvision affine angle (clockwise), i - 15
+        "tilt": _Sweep(31, -11.25, 11.25),        # degrees about both axes, 0.75 (i - 15)
+        "scale": _Sweep(31, 0.70, 1.30),          # (2 i + 70) / 100
+    },
+    "imagenet": {
+        "motion_blur": _Sweep(31, -120.0, 0.0),   # (i - 30) * 4
+        "brightness": _Sweep(31, -0.30, 0.30),    # (i - 15) * 2 / 100
+        "translate": _Sweep(41, -20.0, 20.0),     # i - 20
+        "rotate": _Sweep(31, -15.0, 15.0),
+        "tilt": _Sweep(31, -15.0, 15.0),          # i - 15
+        "scale": _Sweep(31, 0.40, 1.15),          # (2.5 i + 40) / 100
+    },
+}
+
+
+def default_frames(name: str, preset: str = "cifar") -> int:
+    """Sequence length of the reference -P dataset for this perturbation and preset."""
+    _check_choice(name, PERTURBATIONS, "perturbation")
+    _check_choice(preset, PRESETS, "preset")
+    if name in NOISE_PERTURBATIONS:
+        return _NOISE_FRAMES
+    if name == "zoom_blur":
+        return _ZOOM_FRAMES
+    return _SWEEPS[preset][name].frames
+
+
+def perturbation_sequence(images: Tensor, name: str, frames: int | None = None, preset: str = "cifar",
+                          generator: torch.Generator | None = None, difficulty: int = 1) -> Tensor:
+    """A -P sequence per image: uint8 [B,3,H,W] -> uint8 [B,T,3,H,W].
+
+    frames: T (>= 2); None gives the reference length (default_frames). difficulty 1..3 selects the
+    noise level of gaussian_noise / shot_noise (ImageNet-P's _2/_3 sets); the other perturbations
+    have one level (their difficulty is the frame stride of the metrics). Only the noise sequences
+    are random; `generator` (on the images' device) makes them reproducible.
+    """
+    _check_images(images)
+    _check_choice(name, PERTURBATIONS, "perturbation")
+    _check_choice(preset, PRESETS, "preset")
+    if difficulty not in DIFFICULTIES or isinstance(difficulty, bool):
+        raise ValueError(f"difficulty = {difficulty!r}; allowed: {DIFFICULTIES}")
+    if difficulty != 1 and name not in NOISE_PERTURBATIONS:
+        raise ValueError(f"difficulty = {difficulty} for {name!r}; allowed: 1 (levels exist only for "
+                         f"{', '.join(NOISE_PERTURBATIONS)})")
+    length = default_frames(name, preset) if frames is None else frames
+    if isinstance(length, bool) or not isinstance(length, int) or length < 2:
+        raise ValueError(f"frames = {frames!r}; allowed: None or an integer >= 2")
+    x = images.to(torch.float32) / 255.0
+    if name == "gaussian_noise":
+        out = _gaussian_noise(x, length, _GAUSSIAN_STD[preset][difficulty - 1], generator)
+    elif name == "shot_noise":
+        out = _shot_noise(x, length, _SHOT_PHOTONS[preset][difficulty - 1], generator)
+    elif name == "zoom_blur":
+        out = _zoom_blur(x, length)
+    else:
+        sweep = _SWEEPS[preset][name]
+        values = torch.linspace(sweep.start, sweep.stop, length, dtype=torch.float64)
+        out = _SWEEP_FUNCTIONS[name](x, values, preset)
+    return out
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+def _check_choice(value: object, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+
+
+def _check_images(images: object) -> None:
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        described = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images are {described}; allowed: torch.uint8 [B,3,H,W]")
+    if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
+        raise ValueError(f"images have shape {tuple(images.shape)}; allowed: non-empty [B,3,H,W]")
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def _truncate(x: Tensor) -> Tensor:
+    """float [0,1] -> uint8 as np.uint8(x * 255) / ToPILImage do: truncation, not rounding."""
+    return (x.clamp(0, 1) * 255.0).to(torch.uint8)
+
+
+def _round(x: Tensor) -> Tensor:
+    """float [0,1] -> uint8 rounded, as PIL resampling and ImageMagick quantisation do."""
+    return (x.clamp(0, 1) * 255.0).round().to(torch.uint8)
+
+
+def _frames_of(x: Tensor, length: int) -> Tensor:
+    return x.unsqueeze(1).expand(-1, length, -1, -1, -1)
+
+
+def _gaussian_noise(x: Tensor, length: int, std: float, generator: torch.Generator | None) -> Tensor:
+    noise = torch.randn((x.shape[0], length - 1, *x.shape[1:]), generator=generator, device=x.device)
+    noisy = _truncate(_frames_of(x, length - 1) + std * noise)
+    return torch.cat([_round(x).unsqueeze(1), noisy], dim=1)
+
+
+def _shot_noise(x: Tensor, length: int, photons: float, generator: torch.Generator | None) -> Tensor:
+    rates = _frames_of(x, length - 1) * photons
+    noisy = _truncate(torch.poisson(rates.contiguous(), generator=generator) / photons)
+    return torch.cat([_round(x).unsqueeze(1), noisy], dim=1)
+
+
+def _warp(x: Tensor, inverse_maps: Tensor) -> Tensor:
+    """Sample every image at every frame's map: x [B,3,H,W], inverse_maps [T,3,3] from output pixel
+    index (col, row, 1) to input pixel index, bilinear, black outside. Returns float [B,T,3,H,W]."""
+    batch, channels, height, width = x.shape
+    length = inverse_maps.shape[0]
+    rows, cols = torch.meshgrid(torch.arange(height, dtype=torch.float64),
+                                torch.arange(width, dtype=torch.float64), indexing="ij")
+    points = torch.stack([cols, rows, torch.ones_like(cols)], dim=-1).reshape(-1, 3)
+    source = points @ inverse_maps.transpose(1, 2)  # [T, H*W, 3]
+    source = source[..., :2] / source[..., 2:]
+    scale = torch.tensor([width, height], dtype=torch.float64)
+    grid = ((2 * source + 1) / scale - 1).reshape(length, height, width, 2)  # align_corners=False
+    grid = grid.to(device=x.device, dtype=x.dtype).repeat(batch, 1, 1, 1)
+    frames = _frames_of(x, length).reshape(batch * length, channels, height, width)
+    warped = F.grid_sample(frames, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return warped.reshape(batch, length, channels, height, width)
+
+
+def _centred_affine_inverse(height: int, width: int, angle_degrees: Tensor, scale: Tensor,
+                            shift_x: Tensor) -> Tensor:
+    """Inverse of torchvision's affine(angle, translate=(shift_x, 0), scale) about the image centre,
+    as [T,3,3] pixel-index maps (counter-clockwise angle on screen, y pointing down)."""
+    centre_x, centre_y = (width - 1) / 2, (height - 1) / 2
+    radians = torch.deg2rad(angle_degrees)
+    cos, sin = torch.cos(radians) / scale, torch.sin(radians) / scale
+    # output p = c + s R(a) (q - c) + t with R(a) = [[cos, sin], [-sin, cos]]; invert for q.
+    maps = torch.zeros((angle_degrees.numel(), 3, 3), dtype=torch.float64)
+    maps[:, 0, 0], maps[:, 0, 1], maps[:, 1, 0], maps[:, 1, 1] = cos, -sin, sin, cos
+    dx, dy = -centre_x - shift_x, torch.full_like(shift_x, -centre_y)
+    maps[:, 0, 2] = cos * dx - sin * dy + centre_x
+    maps[:, 1, 2] = sin * dx + cos * dy + centre_y
+    maps[:, 2, 2] = 1.0
+    return maps
+
+
+def _affine_sequence(x: Tensor, angles: Tensor, scales: Tensor, shifts: Tensor) -> Tensor:
+    return _round(_warp(x, _centred_affine_inverse(x.shape[2], x.shape[3], angles, scales, shifts)))
+
+
+def _translate(x: Tensor, values: Tensor, preset: str) -> Tensor:
+    zeros = torch.zeros_like(values)
+    return _affine_sequence(x, zeros, torch.ones_like(values), values)
+
+
+def _rotate(x: Tensor, values: Tensor, preset: str) -> Tensor:
+    """torchvision's affine angle is clockwise (unlike its rotate), so the sweep turns clockwise."""
+    zeros = torch.zeros_like(values)
+    return _affine_sequence(x, -values, torch.ones_like(values), zeros)
+
+
+def _scale(x: Tensor, values: Tensor, preset: str) -> Tensor:
+    zeros = torch.zeros_like(values)
+    return _affine_sequence(x, zeros, values, zeros)
+
+
+def _tilt(x: Tensor, values: Tensor, preset: str) -> Tensor:
+    """cv2.warpPerspective with the reference's homography P2 T RX(theta) RY(phi) P1, phi = theta."""
+    height, width = x.shape[2], x.shape[3]
+    focal = math.hypot(width, height)
+    radians = torch.deg2rad(values)
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    length = values.numel()
+    to_plane = torch.tensor([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1], [0, 0, 1]], dtype=torch.float64)
+    project = torch.tensor([[focal, 0, width / 2, 0], [0, focal, height / 2, 0], [0, 0, 1, 0]], dtype=torch.float64)
+    push = torch.eye(4, dtype=torch.float64)
+    push[2, 3] = focal
+    rotate_x = torch.eye(4, dtype=torch.float64).repeat(length, 1, 1)
+    rotate_x[:, 1, 1], rotate_x[:, 1, 2], rotate_x[:, 2, 1], rotate_x[:, 2, 2] = cos, -sin, sin, cos
+    rotate_y = torch.eye(4, dtype=torch.float64).repeat(length, 1, 1)
+    rotate_y[:, 0, 0], rotate_y[:, 0, 2], rotate_y[:, 2, 0], rotate_y[:, 2, 2] = cos, -sin, sin, cos
+    forward = project @ push @ rotate_x @ rotate_y @ to_plane  # [T,3,3], source -> output pixels
+    return _round(_warp(x, torch.linalg.inv(forward)))
+
+
+def _brightness(x: Tensor, values: Tensor, preset: str) -> Tensor:
+    """skimage rgb2hsv, V += c (clipped), hsv2rgb: every channel scales by V'/V (black turns grey V')."""
+    x64 = x.to(torch.float64)
+    value = x64.amax(dim=1, keepdim=True).unsqueeze(1)  # [B,1,1,H,W]
+    shift = values.to(x.device).reshape(1, -1, 1, 1, 1)
+    new_value = (value + shift).clamp(0, 1)
+    ratio = torch.where(value > 0, new_value / value.clamp_min(1e-12), torch.zeros_like(new_value))
+    out = torch.where(value > 0, x64.unsqueeze(1) * ratio, new_value.expand(-1, -1, 3, -1, -1))
+    return _truncate(out)
+
+
+def _motion_taps(radius: float, sigma: float, angles: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """ImageMagick MotionBlurImage's one-sided line kernel: 2 ceil(r) + 1 taps with weights
+    exp(-i^2 / 2 sigma^2) (normalised), tap i at (x + ceil(i cos a - 0.5), y + ceil(i sin a - 0.5))."""
+    taps = 2 * int(math.ceil(radius)) + 1
+    steps = torch.arange(taps, dtype=torch.float64)
+    weights = torch.exp(-steps**2 / (2 * sigma**2))
+    radians = torch.deg2rad(angles).unsqueeze(1)
+    offsets_x = torch.ceil(steps * torch.cos(radians) - 0.5).long()
+    offsets_y = torch.ceil(steps * torch.sin(radians) - 0.5).long()
+    return weights / weights.sum(), offsets_y, offsets_x
+
+
+def _motion_blur(x: Tensor, values: Tensor, preset: str) -> Tensor:
+    """Sum of shifted copies, one angle per frame, edge pixels repeated (ImageMagick's default)."""
+    radius, sigma = _MOTION_KERNEL[preset]
+    weights, offsets_y, offsets_x = _motion_taps(radius, sigma, values)
+    height, width = x.shape[2], x.shape[3]
+    rows = torch.arange(height).reshape(1, height, 1)
+    cols = torch.arange(width).reshape(1, 1, width)
+    out = torch.zeros((x.shape[0], x.shape[1], values.numel(), height, width), dtype=x.dtype, device=x.device)
+    for tap in range(weights.numel()):  # 13 or 21 taps, each gathered for all images and frames
+        source_rows = (rows + offsets_y[:, tap].reshape(-1, 1, 1)).clamp(0, height - 1).to(x.device)
+        source_cols = (cols + offsets_x[:, tap].reshape(-1, 1, 1)).clamp(0, width - 1).to(x.device)
+        out += float(weights[tap]) * x[:, :, source_rows, source_cols]
+    return _round(out.transpose(1, 2))
+
+
+def _zoom_blur(x: Tensor, length: int) -> Tensor:
+    """Frame i is the running mean of the clean image and its centre zooms by 1 + 0.004 j, j = 1..i."""
+    scales = 1 + _ZOOM_STEP * torch.arange(length, dtype=torch.float64)
+    zeros = torch.zeros_like(scales)
+    zoomed = _affine_sequence(x, zeros, scales, zeros).to(torch.float64)  # PIL rounds each zoom
+    zoomed[:, 0] = x.to(torch.float64).mul(255).round()  # scale 1 is the clean frame itself
+    counts = torch.arange(1, length + 1, dtype=torch.float64, device=x.device).reshape(1, -1, 1, 1, 1)
+    running_mean = zoomed.cumsum(dim=1) / counts
+    return (running_mean + 1e-6).floor().clamp(0, 255).to(torch.uint8)  # ToPILImage truncates
+
+
+_SWEEP_FUNCTIONS = {
+    "motion_blur": _motion_blur,
+    "brightness": _brightness,
+    "translate": _translate,
+    "rotate": _rotate,
+    "tilt": _tilt,
+    "scale": _scale,
+}
