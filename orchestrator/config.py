@@ -7,7 +7,6 @@ and what is allowed, so the CLI can print it and exit 2.
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,16 +53,14 @@ class ModelConfig(_Section):
     """Which network; names are augmix.models.MODELS (wrn40_2, densenet_bc_100, resnet50, ...)."""
 
     name: str = "wrn40_2"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    options: dict[str, Any] = Field(default_factory=dict)  # constructor options, e.g. {dropout: 0.3, cifar_stem: true}
 
     @field_validator("name")
     @classmethod
     def _known_model(cls, name: str) -> str:
-        from augmix.models import MODELS
+        from augmix.models import check_model_name
 
-        if name not in MODELS and not re.fullmatch(r"wrn\d+_\d+", name):
-            raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
-        return name
+        return check_model_name(name)
 
 
 class AugMixConfig(_Section):

@@ -36,6 +36,7 @@ from augmix.models.resnext import CifarResNeXt
 from augmix.models.wideresnet import WideResNet
 
 __all__ = [
+    "check_model_name",
     "MODELS",
     "AllConvNet",
     "CifarResNeXt",
@@ -126,6 +127,13 @@ def _resolve(name: str) -> tuple[Callable[..., nn.Module], dict[str, int]]:
         f"model name {name!r} is not allowed; use one of {', '.join(MODELS)} "
         f"(or wrn{{6n+4}}_{{widen}}, densenet_bc_{{6n+4}}, resnet{{{'|'.join(map(str, RESNET_LAYOUTS))}}})"
     )
+
+
+def check_model_name(name: str) -> str:
+    """The normalised name if build_model accepts it, else the one-line ValueError it would raise."""
+    normalised = name.strip().lower()
+    _resolve(normalised)
+    return normalised
 
 
 def build_model(name: str, num_classes: int, **options: object) -> nn.Module:

@@ -1,0 +1,199 @@
+"""`augmix sweep`: Ray Tune over λ, mixture width k, alpha and chain depth, with ASHA.
+
+Every trial is a real training run of the same pipeline as `augmix train` (Ray Data AugMix actors
+feeding a TorchTrainer), launched the Train V2 way: a Tune function trainable that builds and
+fits a TorchTrainer and forwards its reports (TuneReportCallback). The objective is the error on
+the held-out validation split under the 4 validation corruptions (speckle_noise, gaussian_blur,
+spatter, saturate) — never the 15 test corruptions, which would tune on the test set.
+"""
+from __future__ import annotations
+
+import copy
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from augmix import storage
+from orchestrator.config import Config, TuneConfig, build_config
+
+OBJECTIVE = "val_corrupted_error"
+SECONDARY = "val_error"
+SWEEP_NAME = "sweep"
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    table_uri: str
+    best_config_uri: str
+    best: dict[str, Any]
+
+
+def search_space(tune_config: TuneConfig) -> dict[str, Any]:
+    """Dotted config keys → Tune domains; a None entry keeps the base config's value."""
+    from ray import tune
+
+    space: dict[str, Any] = {}
+    if tune_config.lam is not None:
+        sample = tune.loguniform if tune_config.lam.log else tune.uniform
+        space["augmix.lam"] = sample(tune_config.lam.low, tune_config.lam.high)
+    if tune_config.width is not None:
+        space["augmix.width"] = tune.choice(tune_config.width)
+    if tune_config.alpha is not None:
+        sample = tune.loguniform if tune_config.alpha.log else tune.uniform
+        space["augmix.alpha"] = sample(tune_config.alpha.low, tune_config.alpha.high)
+    if tune_config.depth is not None:
+        space["augmix.depth"] = tune.choice(tune_config.depth)
+    if tune_config.severity is not None:
+        space["augmix.severity"] = tune.choice(tune_config.severity)
+    return space
+
+
+def trial_config(base: dict[str, Any], params: dict[str, Any], trial_id: str, sweep_uri: str) -> Config:
+    """The base config with one trial's hyperparameters, its own name and storage under the sweep."""
+    overrides = [f"{key}={value}" for key, value in params.items()]
+    overrides += [f"name=trial-{trial_id}", f"storage.uri={storage.join(sweep_uri, 'trials', trial_id)}"]
+    return build_config(copy.deepcopy(base), overrides)
+
+
+def _trial(params: dict[str, Any], base: dict[str, Any], sweep_uri: str) -> None:
+    """One Tune trial = one TorchTrainer fit whose per-epoch reports reach Tune (and ASHA)."""
+    import ray.train
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from orchestrator.training import build_trainer
+
+    trial_id = tune.get_context().get_trial_id()
+    config = trial_config(base, params, trial_id, sweep_uri)
+    run_config = ray.train.RunConfig(
+        name=config.name, storage_path=storage.absolute(storage.join(config.storage.uri, "train")),
+        callbacks=[TuneReportCallback()],
+        failure_config=ray.train.FailureConfig(max_failures=config.train.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+    )
+    build_trainer(config, run_config).fit()
+
+
+def _validated(config: Config) -> Config:
+    """Fail before any trial starts: the sweep must have the objective's corruptions to score."""
+    if config.tune.num_samples < 1 or not search_space(config.tune):
+        raise ValueError("tune: the search space is empty; set at least one of tune.lam, tune.width, tune.alpha, tune.depth")
+    if not config.augmix.enabled:
+        raise ValueError("augmix.enabled=false: a sweep over AugMix hyperparameters needs AugMix on")
+    if config.data.validation_fraction <= 0:
+        raise ValueError("data.validation_fraction=0: the sweep objective needs a held-out validation split")
+    return config
+
+
+def _tuner(config: Config, sweep_uri: str, resume: bool):
+    from functools import partial
+
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    trainable = tune.with_resources(partial(_trial, base=config.to_dict(), sweep_uri=sweep_uri),
+                                    {"cpu": config.tune.cpus_per_trial, "memory": 1})
+    storage_path = storage.absolute(config.storage.uri)
+    experiment = storage.join(storage_path, SWEEP_NAME)
+    if resume and tune.Tuner.can_restore(experiment):
+        print(f"resuming the sweep in {experiment} (finished trials are kept)")
+        return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True, restart_errored=False)
+    scheduler = (ASHAScheduler(time_attr="epoch", max_t=config.train.epochs, grace_period=config.tune.grace_period,
+                               reduction_factor=config.tune.reduction_factor)
+                 if config.tune.asha else FIFOScheduler())
+    return tune.Tuner(
+        trainable,
+        param_space=search_space(config.tune),
+        tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="min", num_samples=config.tune.num_samples,
+                                    max_concurrent_trials=config.tune.max_concurrent_trials, scheduler=scheduler,
+                                    search_alg=tune.search.BasicVariantGenerator(random_state=config.tune.seed)),
+        run_config=tune.RunConfig(name=SWEEP_NAME, storage_path=storage_path, verbose=1),
+    )
+
+
+def sweep(config: Config, address: str | None = None, resume: bool = True) -> SweepResult:
+    """Run (or resume) the search, then write the trial table, plots and the best config as YAML."""
+    from orchestrator.ray_session import ensure_ray
+
+    _validated(config)
+    storage.check_writable(config.storage.uri)
+    ensure_ray(address)
+    sweep_uri = storage.absolute(config.storage.uri)
+    grid = _tuner(config, sweep_uri, resume).fit()
+    return write_sweep_report(config, grid)
+
+
+def _trial_rows(config: Config, grid) -> list[dict[str, Any]]:
+    rows = []
+    for result in grid:
+        params = {key: value for key, value in (result.config or {}).items() if "." in key}
+        history = result.metrics_dataframe
+        best_objective = None
+        if history is not None and OBJECTIVE in history:
+            best_objective = float(history[OBJECTIVE].min())
+        metrics = result.metrics or {}
+        rows.append({
+            "trial_id": metrics.get("trial_id", getattr(result, "path", "").rsplit("_", 2)[-2:][0] if result.path else ""),
+            **params,
+            OBJECTIVE: best_objective if best_objective is not None else metrics.get(OBJECTIVE),
+            SECONDARY: metrics.get(SECONDARY),
+            "epochs": metrics.get("epoch"),
+            "status": "error" if result.error else ("stopped early" if (metrics.get("epoch") or 0) < config.train.epochs
+                                                    else "finished"),
+        })
+    rows.sort(key=lambda row: (row[OBJECTIVE] is None, row[OBJECTIVE] if row[OBJECTIVE] is not None else 0))
+    return rows
+
+
+def write_sweep_report(config: Config, grid) -> SweepResult:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = config.storage.uri
+    rows = _trial_rows(config, grid)
+    if not rows or rows[0][OBJECTIVE] is None:
+        raise RuntimeError(f"no trial reported {OBJECTIVE}; see the trial logs under {storage.join(root, SWEEP_NAME)}")
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    storage.write_bytes(storage.join(root, "trials.parquet"), buffer.getvalue())
+    storage.write_bytes(storage.join(root, "trials.md"), _markdown(rows).encode())
+    storage.write_bytes(storage.join(root, "objective_vs_hyperparameters.png"), _plot(rows))
+    best = rows[0]
+    best_config = build_config(config.to_dict(), [f"{k}={v}" for k, v in best.items() if "." in k]
+                               + [f"name={config.name}-best", f"storage.uri={storage.join(root, 'best')}"])
+    best_uri = storage.join(root, "best_config.yaml")
+    storage.write_bytes(best_uri, yaml.safe_dump(best_config.to_dict(), sort_keys=False).encode())
+    print(_markdown(rows))
+    print(f"best config: {best_uri}  (train and evaluate it: augmix run --config {best_uri})")
+    return SweepResult(storage.join(root, "trials.parquet"), best_uri, best)
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[dict[str, Any]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    params = [key for key in rows[0] if "." in key]
+    figure, axes = plt.subplots(1, max(1, len(params)), figsize=(3.4 * max(1, len(params)), 3.2), sharey=True)
+    for axis, key in zip(list(getattr(axes, "flat", [axes])), params):
+        points = [(row[key], row[OBJECTIVE]) for row in rows if row[OBJECTIVE] is not None]
+        axis.scatter([p[0] for p in points], [100 * p[1] for p in points])
+        axis.set_xlabel(key)
+        if key == "augmix.lam":
+            axis.set_xscale("log")
+    list(getattr(axes, "flat", [axes]))[0].set_ylabel("validation-corruption error (%)")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
