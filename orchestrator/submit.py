@@ -37,9 +37,15 @@ def client(address: str | None = None):
                               f"{str(error).splitlines()[0]} (is the cluster up? try `ray dashboard cluster.yaml`)") from None
 
 
+JOB_MODULES = ("run", "train", "evaluate", "sweep", "corrupt", "report")
+
+
 def entrypoint(command: list[str]) -> str:
-    """The shell command the job's driver runs: this CLI, from the shipped working_dir."""
-    return " ".join(["python", "-m", "orchestrator.cli", *map(shlex.quote, command)])
+    """The shell command the job's driver runs: `python -m jobs.<command>` from the shipped working_dir."""
+    name, *arguments = command
+    if name not in JOB_MODULES:
+        raise ValueError(f"cannot submit {name!r}; allowed: {', '.join(JOB_MODULES)}")
+    return " ".join(["python", "-m", f"jobs.{name}", *map(shlex.quote, arguments)])
 
 
 def runtime_env(working_dir: str | None = None) -> dict:
