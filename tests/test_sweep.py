@@ -1,0 +1,98 @@
+"""Ray Tune sweep: real training trials, ASHA, the results table and best config, resumption."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.config import ConfigError, build_config, load_config
+from orchestrator.sweep import OBJECTIVE, search_space
+
+TINY = [
+    "data.name=synthetic", "data.synthetic_train_size=600", "data.synthetic_test_size=100",
+    "data.validation_fraction=0.2", "model.name=wrn10_1", "train.epochs=3", "train.batch_size=32",
+    "train.max_steps_per_epoch=3", "scaling.num_workers=1", "scaling.cpus_per_worker=0.5",
+    "scaling.data_actors=1", "scaling.cpus_per_data_actor=0.5", "scaling.data_batch_size=64",
+    "tune.num_samples=4", "tune.max_concurrent_trials=2", "tune.grace_period=1", "tune.reduction_factor=4",
+]
+
+
+@pytest.mark.parametrize(("override", "fragment"), [
+    ("tune.lam={low: -1, high: 5}", "negative"),
+    ("tune.width=[0, 3]", "mixture width k must be >= 1"),
+    ("tune.depth=[0]", "each must be -1 or >= 1"),
+])
+def test_bad_search_space_fails_before_any_trial(override, fragment, capsys, tmp_path):
+    assert main(["sweep", "--out", str(tmp_path), "--set", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err
+    assert not any(tmp_path.iterdir()), "nothing may start before the search space is valid"
+
+
+def test_default_space_holds_the_paper_values():
+    from ray.tune.search.sample import Categorical, Float
+
+    config = build_config({})
+    space = search_space(config.tune)
+    assert isinstance(space["augmix.lam"], Float) and space["augmix.lam"].lower <= 12 <= space["augmix.lam"].upper
+    assert isinstance(space["augmix.width"], Categorical) and 3 in space["augmix.width"].categories
+    assert space["augmix.alpha"].lower <= 1.0 <= space["augmix.alpha"].upper
+    assert -1 in space["augmix.depth"].categories
+
+
+def _trial_results(out: Path) -> dict[str, int]:
+    """Tune's per-trial result.json: number of reported epochs per trial directory."""
+    return {path.parent.name: len(path.read_text().splitlines()) for path in (out / "sweep").glob("*/result.json")}
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(900)
+def test_sweep_runs_stops_early_resumes_and_writes_best_config(ray_cluster, tmp_path):
+    import ray
+
+    from orchestrator.sweep import sweep
+
+    out = tmp_path / "sweep-run"
+    repo = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "orchestrator.cli", "sweep", "--out", str(out),
+               "--address", ray.get_runtime_context().gcs_address, *[a for o in TINY for a in ("--set", o)]]
+    process = subprocess.Popen(command, cwd=repo, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 420
+    while time.monotonic() < deadline and process.poll() is None:
+        finished = [name for name, epochs in _trial_results(out).items() if epochs >= 1]
+        if len(finished) >= 2:
+            break
+        time.sleep(1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = _trial_results(out)
+    assert before, "no trial reported before the interruption"
+
+    config = load_config(None, TINY + [f"storage.uri={out}"])
+    result = sweep(config)
+    after = _trial_results(out)
+    assert len(after) == 4
+    for name, epochs in before.items():
+        if epochs >= config.train.epochs:  # a trial that had finished must not run again
+            assert after[name] == epochs
+
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out / "trials.parquet").to_pylist()
+    assert len(rows) == 4
+    objectives = [row[OBJECTIVE] for row in rows]
+    assert objectives == sorted(objectives), "the table is best first"
+    assert any(row["status"] == "stopped early" for row in rows), "ASHA stopped no trial"
+    assert (out / "trials.md").read_text().count("\n") >= 6
+    assert (out / "objective_vs_hyperparameters.png").stat().st_size > 0
+    best = load_config(result.best_config_uri)
+    assert best.augmix.lam == pytest.approx(rows[0]["augmix.lam"])
+    assert best.augmix.width == rows[0]["augmix.width"]
