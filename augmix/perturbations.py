@@ -257,18 +257,21 @@ def _motion_taps(radius: float, sigma: float, angles: Tensor) -> tuple[Tensor, T
 
 
 def _motion_blur(x: Tensor, values: Tensor, preset: str) -> Tensor:
-    """Sum of shifted copies, one angle per frame, edge pixels repeated (ImageMagick's default)."""
+    """Sum of shifted copies, one angle per frame, edge pixels repeated (ImageMagick's default).
+
+    Offsets are whole pixels, so each tap is a slice of an edge-padded batch: frames x taps slice
+    additions, each over the whole batch, instead of a dense (4r + 1)^2 convolution.
+    """
     radius, sigma = _MOTION_KERNEL[preset]
     weights, offsets_y, offsets_x = _motion_taps(radius, sigma, values)
     height, width = x.shape[2], x.shape[3]
-    rows = torch.arange(height).reshape(1, height, 1)
-    cols = torch.arange(width).reshape(1, 1, width)
-    out = torch.zeros((x.shape[0], x.shape[1], values.numel(), height, width), dtype=x.dtype, device=x.device)
-    for tap in range(weights.numel()):  # 13 or 21 taps, each gathered for all images and frames
-        source_rows = (rows + offsets_y[:, tap].reshape(-1, 1, 1)).clamp(0, height - 1).to(x.device)
-        source_cols = (cols + offsets_x[:, tap].reshape(-1, 1, 1)).clamp(0, width - 1).to(x.device)
-        out += float(weights[tap]) * x[:, :, source_rows, source_cols]
-    return _round(out.transpose(1, 2))
+    pad = weights.numel() - 1
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    out = torch.zeros((x.shape[0], values.numel(), *x.shape[1:]), dtype=x.dtype, device=x.device)
+    for frame, (rows, cols) in enumerate(zip((offsets_y + pad).tolist(), (offsets_x + pad).tolist())):
+        for weight, row, col in zip(weights.tolist(), rows, cols):
+            out[:, frame] += weight * padded[:, :, row:row + height, col:col + width]
+    return _round(out)
 
 
 def _zoom_blur(x: Tensor, length: int) -> Tensor:
