@@ -1,0 +1,135 @@
+"""The dataset spec of a Config → the Ray Datasets a training run consumes.
+
+train: rows {image, label} (uint8 HWC or encoded bytes, in small blocks so that Ray Data streams
+and can reorder them) → `map_batches(AugmentStage)` on a pool of CPU actors → {clean?, aug1?, aug2?,
+label} uint8 views. validation: the held-out rows, decoded once on the driver (a few MB), as
+{clean, label}. The validation rows come out of the training split by seed (never the test split).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from augmix.datasets.cifar import read_cifar
+from augmix.datasets.parquet import read_parquet
+from augmix.datasets.split import train_validation_split
+from augmix.datasets.synthetic import synthetic_table
+from augmix.datasets.table import ImageTable
+from orchestrator.config import Config, DataConfig
+from workers.augment import VIEW_COLUMNS, AugmentStage, decode_batch, stage_mode
+
+TARGET_MAX_BLOCK_BYTES = 8 * 1024 * 1024  # small blocks: the map stage and the trainers overlap
+ROWS_PER_BLOCK = 1000
+
+
+@dataclass
+class PipelineData:
+    """What the trainer needs to know about the data besides the datasets themselves."""
+
+    train: object  # ray.data.Dataset of views
+    validation: object | None  # ray.data.Dataset {clean, label}, None when no validation split
+    classes: list[str]
+    train_size: int
+    validation_size: int
+    columns: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def read_training_table(data: DataConfig) -> ImageTable:
+    """The training split of the configured source, first `data.limit` rows (all when 0)."""
+    if data.name == "synthetic":
+        count = min(data.limit, data.synthetic_train_size) if data.limit else data.synthetic_train_size
+        return synthetic_table("train", count, seed=data.seed, image_size=data.image_size)
+    if data.name in ("cifar10", "cifar100"):
+        return read_cifar(data.name, "train", data.path, limit=data.limit, download=data.download)
+    if data.name == "parquet":
+        return read_parquet(data.path, image_column=data.image_column, label_column=data.label_column,
+                            limit=data.limit)
+    raise ValueError(f"data.name {data.name!r} not allowed; allowed: synthetic, cifar10, cifar100, parquet")
+
+
+def split_tables(table: ImageTable, fraction: float, seed: int) -> tuple[ImageTable, ImageTable | None]:
+    """(train, validation) rows held out by seed, stratified by label."""
+    if fraction <= 0:
+        return table, None
+    train_rows, validation_rows = train_validation_split(len(table), fraction, seed, labels=table.labels)
+    if len(train_rows) == 0 or len(validation_rows) == 0:
+        raise ValueError(f"data.validation_fraction {fraction} leaves an empty split of {len(table)} rows; "
+                         "use more rows or a fraction in (0, 1) that keeps both parts non-empty")
+    return table.take(train_rows), table.take(validation_rows)
+
+
+def image_rows_table(table: ImageTable) -> pa.Table:
+    """{image, label} as Arrow: binary for encoded images, Ray's tensor extension for pixels."""
+    from ray.data.extensions import ArrowTensorArray
+
+    if table.is_encoded:
+        images = pa.array(list(table.images), type=pa.binary())
+    else:
+        images = ArrowTensorArray.from_numpy(np.ascontiguousarray(table.images))
+    return pa.table({"image": images, "label": pa.array(table.labels, type=pa.int64())})
+
+
+def blocks_of(arrow: pa.Table, rows_per_block: int) -> list[pa.Table]:
+    return [arrow.slice(start, rows_per_block) for start in range(0, arrow.num_rows, rows_per_block)]
+
+
+def augment_stage_kwargs(config: Config, clock_name: str | None) -> dict:
+    """Constructor arguments of the AugmentStage actors for this config."""
+    augmix = config.augmix
+    return {
+        "mode": stage_mode(augmix.enabled, augmix.jsd, augmix.placement),
+        "width": augmix.width, "depth": augmix.depth, "severity": augmix.severity,
+        "alpha": augmix.alpha, "all_ops": augmix.all_ops,
+        "image_size": config.data.image_size, "crop_padding": config.data.crop_padding,
+        "flip": config.data.flip, "train": True, "seed": config.train.seed,
+        "image_column": "image", "label_column": "label", "clock_name": clock_name,
+    }
+
+
+def augmented_dataset(rows, config: Config, clock_name: str | None):
+    """rows {image, label} → the AugMix views, on `scaling.data_actors` CPU actors."""
+    import ray.data
+
+    scaling = config.scaling
+    options = {"resources": dict(scaling.data_resources)} if scaling.data_resources else {}
+    return rows.map_batches(
+        AugmentStage,
+        fn_constructor_kwargs=augment_stage_kwargs(config, clock_name),
+        compute=ray.data.ActorPoolStrategy(size=scaling.data_actors),
+        num_cpus=scaling.cpus_per_data_actor,
+        batch_size=scaling.data_batch_size,
+        **options,
+    )
+
+
+def validation_dataset(table: ImageTable, image_size: int):
+    """Decoded once here: {clean uint8 [3,S,S], label}."""
+    import ray.data
+    from ray.data.extensions import ArrowTensorArray
+
+    clean = decode_batch(table.images, image_size, source=f"{table.source} (validation rows)").numpy()
+    arrow = pa.table({"clean": ArrowTensorArray.from_numpy(clean), "label": pa.array(table.labels, type=pa.int64())})
+    return ray.data.from_arrow(blocks_of(arrow, ROWS_PER_BLOCK))
+
+
+def build_datasets(config: Config, clock_name: str | None = None) -> PipelineData:
+    """Read the source, hold out validation rows, and build the streaming Ray Datasets."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.target_max_block_size = TARGET_MAX_BLOCK_BYTES
+    table = read_training_table(config.data)
+    train_table, validation_table = split_tables(table, config.data.validation_fraction, config.data.seed)
+    rows = ray.data.from_arrow(blocks_of(image_rows_table(train_table), ROWS_PER_BLOCK))
+    rows = rows.randomize_block_order()
+    train = augmented_dataset(rows, config, clock_name)
+    validation = validation_dataset(validation_table, config.data.image_size) if validation_table else None
+    mode = stage_mode(config.augmix.enabled, config.augmix.jsd, config.augmix.placement)
+    return PipelineData(train, validation, list(table.classes), len(train_table),
+                        len(validation_table) if validation_table else 0, VIEW_COLUMNS[mode])

@@ -1,0 +1,270 @@
+"""The Ray Train per-worker loop: AugMix triples in, CE + λ·JSD out, a checkpoint every epoch.
+
+One forward pass per step on the concatenated views (so BatchNorm sees clean and augmented images
+together, as in the reference), SGD Nesterov with lr 0.1 per 128 images of global batch and a cosine
+schedule stepped per optimiser step. Each epoch reports (on every worker: `ray.train.report` is a
+barrier) the metrics a Tune trial also reads: epoch, train_loss, train_ce, train_jsd, val_error,
+samples_per_s, data_wait_fraction. Rank 0 writes the checkpoint; a restarted or resumed run continues
+after the last finished epoch with the same schedule, RNG and history.
+
+`loop_config` is `Config.to_dict()` plus a "runtime" entry filled by the driver (num_classes, sizes,
+the epoch clock's name, an optional fault injection used by the tests).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from augmix.loss import augmix_loss
+from augmix.mix import AugMix
+from augmix.models import build_model
+
+CHECKPOINT_FILE = "checkpoint.pt"
+METRIC_KEYS = ("epoch", "train_loss", "train_ce", "train_jsd", "val_error", "samples_per_s", "data_wait_fraction")
+
+
+def scaled_lr(base_lr: float, global_batch: int) -> float:
+    """The reference lr is for a batch of 128; scale linearly with the global batch."""
+    return base_lr * global_batch / 128.0
+
+
+def cosine_factor(step: int, total_steps: int) -> float:
+    """The reference's per-step cosine annealing from 1 to ~0 (LambdaLR factor)."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+
+
+def build_optimizer(model: nn.Module, train: dict[str, Any], global_batch: int, total_steps: int):
+    optimizer = torch.optim.SGD(model.parameters(), lr=scaled_lr(train["lr"], global_batch),
+                                momentum=train["momentum"], nesterov=train["nesterov"] and train["momentum"] > 0,
+                                weight_decay=train["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_factor(step, total_steps))
+    return optimizer, scheduler
+
+
+def steps_per_epoch(train_size: int, num_workers: int, batch_size: int, max_steps: int) -> int:
+    """Full batches each worker sees per epoch (its shard is train_size / workers rows, last batch dropped)."""
+    steps = max(1, (train_size // max(num_workers, 1)) // batch_size)
+    return min(steps, max_steps) if max_steps > 0 else steps
+
+
+def training_inputs(batch: dict[str, torch.Tensor], device: torch.device, augmix: AugMix | None,
+                    generator: torch.Generator | None) -> tuple[torch.Tensor, int]:
+    """(float [V·B,3,H,W] in [0,1], number of views V) for one step; V = 3 means clean, aug1, aug2.
+
+    With `augmix` (placement "trainer") the batch holds clean uint8 images and AugMix runs here, on
+    the trainer's device, with the same code the data actors use."""
+    if augmix is not None:
+        clean = batch["clean"].to(device, non_blocking=True)
+        views = augmix.triple(clean, generator)
+        return torch.cat(views), 3
+    names = [name for name in ("clean", "aug1", "aug2") if name in batch]
+    stacked = torch.cat([batch[name].to(device, non_blocking=True) for name in names])
+    return stacked.float().mul_(1.0 / 255.0), len(names)
+
+
+def step_loss(logits: torch.Tensor, targets: torch.Tensor, views: int, lam: float):
+    """(total, ce, jsd): CE + λ·JSD for a triple, plain CE for one view (jsd reported as 0)."""
+    if views == 3:
+        clean, aug1, aug2 = logits.chunk(3)
+        return augmix_loss(clean, aug1, aug2, targets, lam)
+    ce = F.cross_entropy(logits.float(), targets)
+    return ce, ce, torch.zeros((), device=logits.device)
+
+
+@torch.no_grad()
+def validation_counts(model: nn.Module, batches, device: torch.device, amp: bool) -> tuple[int, int]:
+    """(wrong, total) over the validation shard; clean images only."""
+    model.eval()
+    wrong = total = 0
+    for batch in batches:
+        images = batch["clean"].to(device).float().mul_(1.0 / 255.0)
+        targets = batch["label"].to(device)
+        with torch.autocast(device_type=device.type, enabled=amp):
+            predictions = model(images).argmax(dim=1)
+        wrong += int((predictions != targets).sum())
+        total += int(targets.numel())
+    model.train()
+    return wrong, total
+
+
+def all_reduce_sums(values: list[float], device: torch.device) -> list[float]:
+    """Sum across train workers (identity on one worker)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def load_checkpoint_file(directory: str | Path) -> dict[str, Any]:
+    return torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank, 0xA11]).generate_state(1)[0])
+
+
+def maybe_inject_failure(fault: dict[str, Any] | None, epoch: int, rank: int) -> None:
+    """Test hook: kill this worker process once at the start of `epoch` on `rank` (marker file = once)."""
+    if not fault or fault.get("epoch") != epoch or fault.get("rank") != rank:
+        return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text(f"killed rank {rank} at the start of epoch {epoch}\n")
+    os._exit(1)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's per-worker entry point (also runs in the driver when num_workers=0)."""
+    import ray.train
+    import ray.train.torch
+
+    from workers.augment import epoch_clock
+
+    train, augmix_cfg, runtime = loop_config["train"], loop_config["augmix"], loop_config["runtime"]
+    torch.set_num_threads(train["threads_per_worker"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    amp = bool(train["amp"]) and device.type == "cuda"
+    torch.manual_seed(train["seed"] + rank)
+
+    model = build_model(loop_config["model"]["name"], runtime["num_classes"])
+    model = ray.train.torch.prepare_model(model)
+    global_batch = train["batch_size"] * max(world, 1)
+    per_epoch = steps_per_epoch(runtime["train_size"], world, train["batch_size"], train["max_steps_per_epoch"])
+    total_steps = per_epoch * train["epochs"]
+    optimizer, scheduler = build_optimizer(model, train, global_batch, total_steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    start_epoch, history, starts = 0, [], 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_checkpoint_file(directory)
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"])
+        # the LambdaLR keeps its step count; its factor already uses this run's total_steps, so a
+        # resumed run with more epochs continues on the longer cosine
+        start_epoch, history, starts = state["epoch"], state["history"], state["starts"] + 1
+
+    trainer_augmix = None
+    if augmix_cfg["enabled"] and augmix_cfg["placement"] == "trainer":
+        trainer_augmix = AugMix(augmix_cfg["width"], augmix_cfg["depth"], augmix_cfg["severity"],
+                                augmix_cfg["alpha"], augmix_cfg["all_ops"])
+    clock = epoch_clock(runtime["clock_name"]) if runtime.get("clock_name") else None
+    train_shard = ray.train.get_dataset_shard("train")
+    validation_shard = ray.train.get_dataset_shard("validation") if runtime["validation_size"] else None
+    lam = float(augmix_cfg["lam"])
+    previous_local_dir = None
+
+    for epoch in range(start_epoch + 1, train["epochs"] + 1):
+        maybe_inject_failure(runtime.get("fault"), epoch, rank)
+        if clock is not None:
+            ray.get(clock.set.remote(epoch))
+        seed = epoch_seed(train["seed"], epoch, rank)
+        generator = torch.Generator(device=device).manual_seed(seed) if trainer_augmix else None
+        batches = train_shard.iter_torch_batches(
+            batch_size=train["batch_size"], drop_last=True, prefetch_batches=2,
+            local_shuffle_buffer_size=runtime.get("shuffle_buffer") or None,
+            local_shuffle_seed=seed if runtime.get("shuffle_buffer") else None,
+        )
+        model.train()
+        sums = np.zeros(4)  # loss, ce, jsd, samples
+        wait = 0.0
+        epoch_start = tick = time.perf_counter()
+        steps = 0
+        for batch in batches:
+            wait += time.perf_counter() - tick
+            inputs, views = training_inputs(batch, device, trainer_augmix, generator)
+            targets = batch["label"].to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, enabled=amp):
+                logits = model(inputs)
+            loss, ce, jsd = step_loss(logits, targets, views, lam)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            sums += (float(loss), float(ce), float(jsd), 1.0)
+            steps += 1
+            if steps >= per_epoch:
+                break
+            tick = time.perf_counter()
+        elapsed = time.perf_counter() - epoch_start
+        wrong, total = (0, 0) if validation_shard is None else validation_counts(
+            model, validation_shard.iter_torch_batches(batch_size=500), device, amp)
+        loss_sum, ce_sum, jsd_sum, step_count, wrong, total, samples, wait_sum, time_sum = all_reduce_sums(
+            [*sums, wrong, total, steps * train["batch_size"], wait, elapsed], device)
+        metrics = {
+            "epoch": epoch,
+            "train_loss": float(loss_sum / max(step_count, 1)),
+            "train_ce": float(ce_sum / max(step_count, 1)),
+            "train_jsd": float(jsd_sum / max(step_count, 1)),
+            "val_error": float(wrong / total) if total else float("nan"),
+            "samples_per_s": float(samples / max(time_sum / max(world, 1), 1e-9)),
+            "data_wait_fraction": float(wait_sum / max(time_sum, 1e-9)),
+            "steps": steps,
+            "lr": float(scheduler.get_last_lr()[0]),
+            "attempt": starts,
+        }
+        history.append(metrics)
+        if rank == 0:
+            print(f"epoch {epoch}/{train['epochs']}  steps {steps}  loss {metrics['train_loss']:.4f} "
+                  f"(ce {metrics['train_ce']:.4f}, jsd {metrics['train_jsd']:.4f})  "
+                  f"val error {metrics['val_error']:.4f}  {metrics['samples_per_s']:.1f} samples/s  "
+                  f"data wait {metrics['data_wait_fraction']:.1%}", flush=True)
+        # local mode (num_workers=0) does not persist checkpoints: keep the newest directory alive
+        keep = runtime.get("local_mode", False)
+        with (contextlib.nullcontext(tempfile.mkdtemp(prefix="augmix-ckpt-")) if keep
+              else tempfile.TemporaryDirectory()) as directory:
+            report_checkpoint = None
+            if rank == 0:
+                torch.save({
+                    "model": unwrap(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch,
+                    "starts": starts,
+                    "rng": rng_state(),
+                    "history": history,
+                    "config": {key: value for key, value in loop_config.items() if key != "runtime"},
+                    "num_classes": runtime["num_classes"],
+                    "classes": runtime.get("classes"),
+                }, Path(directory) / CHECKPOINT_FILE)
+                report_checkpoint = ray.train.Checkpoint.from_directory(directory)
+            ray.train.report(metrics, checkpoint=report_checkpoint)
+        if keep and previous_local_dir:
+            shutil.rmtree(previous_local_dir, ignore_errors=True)
+        previous_local_dir = directory if keep else None
