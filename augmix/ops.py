@@ -165,56 +165,89 @@ def solarize(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- geometric ops
 
 
+def _bilinear_value(first: torch.Tensor, second: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """libImaging's BILINEAR(v, a, b, d): a + (b - a) * d, in the dtype of the operands (PIL: double)."""
+    # Separate multiply and add: a fused multiply-add rounds once where PIL rounds twice.
+    return (second - first).mul_(weight).add_(first)
+
+
 def _affine_bilinear(images: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
     """PIL's Image.transform(size, AFFINE, coeffs, BILINEAR), per image coefficients float64 [B,6].
 
     libImaging maps output pixel centre (x+.5, y+.5) to the source point (a x + b y + c, d x + e y + f)
     in double precision; a source point outside [0,W)x[0,H) gives 0; otherwise the point shifted
     by -.5 is interpolated between its floor neighbours (clamped to the image) as two row lerps and
-    one column lerp, and the result is truncated to uint8.
+    one column lerp, and the result is truncated to uint8.  Coordinates stay float64 so that the
+    inside test and the neighbours agree with PIL; the lerps run in float32, which can move a
+    truncation by one level only when PIL's value lies within ~1e-5 of an integer.
     """
     batch, channels, height, width = images.shape
     device = images.device
-    xs = (torch.arange(width, dtype=torch.float64, device=device) + 0.5).view(1, 1, width)
-    ys = (torch.arange(height, dtype=torch.float64, device=device) + 0.5).view(1, height, 1)
+    xs = _pixel_centres(width, device).view(1, 1, width)
+    ys = _pixel_centres(height, device).view(1, height, 1)
     a, b, c, d, e, f = (column.view(batch, 1, 1) for column in coeffs.to(torch.float64).unbind(1))
-    source_x = a * xs + b * ys + c
-    source_y = d * xs + e * ys + f
+    source_x = (a * xs + b * ys).add_(c)
+    source_y = (d * xs + e * ys).add_(f)
     inside = (source_x >= 0) & (source_x < width) & (source_y >= 0) & (source_y < height)
-    source_x = source_x - 0.5
-    source_y = source_y - 0.5
+    source_x.sub_(0.5)
+    source_y.sub_(0.5)
     x0 = source_x.floor()
     y0 = source_y.floor()
-    dx = source_x - x0
-    dy = source_y - y0
-    col0 = x0.long().clamp_(0, width - 1)
-    col1 = (x0.long() + 1).clamp_(0, width - 1)
-    row0 = y0.long().clamp_(0, height - 1) * width
-    row1 = (y0.long() + 1).clamp_(0, height - 1) * width
+    dx = source_x.sub_(x0).to(torch.float32).view(batch, 1, height * width)
+    dy = source_y.sub_(y0).to(torch.float32).view(batch, 1, height * width)
+    col0 = x0.to(torch.int64)
+    row0 = y0.to(torch.int64)
+    col1 = (col0 + 1).clamp_(0, width - 1)
+    row1 = (row0 + 1).clamp_(0, height - 1).mul_(width)
+    col0.clamp_(0, width - 1)
+    row0.clamp_(0, height - 1).mul_(width)
 
     flat = images.reshape(batch, channels, height * width)
 
     def sample(index: torch.Tensor) -> torch.Tensor:
-        index = index.reshape(batch, 1, height * width).expand(batch, channels, height * width)
-        return torch.gather(flat, 2, index).to(torch.float64)
+        index = index.view(batch, 1, height * width).expand(batch, channels, height * width)
+        return torch.gather(flat, 2, index).to(torch.float32)
 
-    dx = dx.reshape(batch, 1, height * width)
-    dy = dy.reshape(batch, 1, height * width)
-    top0, top1 = sample(row0 + col0), sample(row0 + col1)
-    bottom0, bottom1 = sample(row1 + col0), sample(row1 + col1)
-    top = top0 + (top1 - top0) * dx
-    bottom = bottom0 + (bottom1 - bottom0) * dx
-    value = (top + (bottom - top) * dy).to(torch.uint8)
-    value = value * inside.reshape(batch, 1, height * width)
-    return value.reshape(batch, channels, height, width)
+    top = _bilinear_value(sample(row0 + col0), sample(row0 + col1), dx)
+    bottom = _bilinear_value(sample(row1 + col0), sample(row1 + col1), dx)
+    value = _bilinear_value(top, bottom, dy).to(torch.uint8)
+    value.mul_(inside.view(batch, 1, height * width))
+    return value.view(batch, channels, height, width)
 
 
-def _affine_coeffs(magnitude: torch.Tensor, slot: int) -> torch.Tensor:
-    """Identity affine coefficients [B,6] with one slot set to the per-image magnitude."""
-    coeffs = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64, device=magnitude.device)
-    coeffs = coeffs.repeat(magnitude.shape[0], 1)
-    coeffs[:, slot] = magnitude
-    return coeffs
+def _shift_lines(images: torch.Tensor, offsets: torch.Tensor, dim: int) -> torch.Tensor:
+    """The affine transforms that move pixels along one axis only: shear and translate.
+
+    `offsets` float64 [B,L] holds, per image and per line (row for dim=3, column for dim=2), the
+    term c in PIL's source coordinate (i + .5) + c along `dim`.  The other coordinate stays a pixel
+    centre, so PIL's second lerp has weight 0 and returns the first exactly: two neighbours, not
+    four.  The coordinate is still formed per pixel in float64 as PIL does, because "nice" shears
+    (0.2, 0.25) put products on integers where an ulp decides the truncation.  An integral c
+    (translate) is a pure shift with no interpolation at all.
+    """
+    batch, channels, height, width = images.shape
+    length = images.shape[dim]
+    if dim == 3:
+        line_shape, position_shape = (batch, 1, height, 1), (1, 1, 1, width)
+    else:
+        line_shape, position_shape = (batch, 1, 1, width), (1, 1, height, 1)
+    source = _pixel_centres(length, images.device).view(position_shape) + offsets.reshape(line_shape)
+    inside = (source >= 0) & (source < length)
+    lower = source.sub_(0.5).floor()
+    index0 = lower.to(torch.int64)
+    near_index = index0.clamp(0, length - 1).expand(batch, channels, height, width)
+    near = torch.gather(images, dim, near_index)
+    if bool((offsets == offsets.floor()).all()):
+        return near.mul_(inside)
+    fraction = source.sub_(lower)
+    far_index = index0.add_(1).clamp_(0, length - 1).expand(batch, channels, height, width)
+    far = torch.gather(images, dim, far_index)
+    value = _bilinear_value(near.to(torch.float64), far.to(torch.float64), fraction)
+    return value.to(torch.uint8).mul_(inside)
+
+
+def _pixel_centres(count: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(count, dtype=torch.float64, device=device).add_(0.5)
 
 
 def rotate(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
@@ -235,27 +268,33 @@ def rotate(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
 
 
 def shear_x(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
-    """Image.transform(size, AFFINE, (1, s, 0, 0, 1, 0), BILINEAR)."""
+    """Image.transform(size, AFFINE, (1, s, 0, 0, 1, 0), BILINEAR): row y moves by s (y + .5)."""
     _check_images(images)
-    return _affine_bilinear(images, _affine_coeffs(_as_magnitude(magnitude, images, "shear_x coefficient"), 1))
+    shear = _as_magnitude(magnitude, images, "shear_x coefficient")
+    offsets = shear.view(-1, 1) * _pixel_centres(images.shape[2], images.device)
+    return _shift_lines(images, offsets, dim=3)
 
 
 def shear_y(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
-    """Image.transform(size, AFFINE, (1, 0, 0, s, 1, 0), BILINEAR)."""
+    """Image.transform(size, AFFINE, (1, 0, 0, s, 1, 0), BILINEAR): column x moves by s (x + .5)."""
     _check_images(images)
-    return _affine_bilinear(images, _affine_coeffs(_as_magnitude(magnitude, images, "shear_y coefficient"), 3))
+    shear = _as_magnitude(magnitude, images, "shear_y coefficient")
+    offsets = shear.view(-1, 1) * _pixel_centres(images.shape[3], images.device)
+    return _shift_lines(images, offsets, dim=2)
 
 
 def translate_x(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, 0, t, 0, 1, 0), BILINEAR): output pixel x shows source x + t."""
     _check_images(images)
-    return _affine_bilinear(images, _affine_coeffs(_as_magnitude(magnitude, images, "translate_x pixels"), 2))
+    pixels = _as_magnitude(magnitude, images, "translate_x pixels")
+    return _shift_lines(images, pixels.view(-1, 1).expand(-1, images.shape[2]), dim=3)
 
 
 def translate_y(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, 0, 0, 0, 1, t), BILINEAR): output pixel y shows source y + t."""
     _check_images(images)
-    return _affine_bilinear(images, _affine_coeffs(_as_magnitude(magnitude, images, "translate_y pixels"), 5))
+    pixels = _as_magnitude(magnitude, images, "translate_y pixels")
+    return _shift_lines(images, pixels.view(-1, 1).expand(-1, images.shape[3]), dim=2)
 
 
 # --------------------------------------------------------------------------- ImageEnhance ops
