@@ -88,20 +88,25 @@ def _as_magnitude(magnitude: torch.Tensor | float, images: torch.Tensor, name: s
 # --------------------------------------------------------------------------- LUT ops
 
 
-def _apply_channel_lut(images: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
-    """Map every pixel through its own image's and channel's table: lut is uint8 [B,3,256]."""
-    batch, channels, height, width = images.shape
-    index = images.reshape(batch, channels, height * width).long()
-    return torch.gather(lut, 2, index).reshape(batch, channels, height, width)
+def _lut_index(images: torch.Tensor) -> torch.Tensor:
+    """Each pixel's position in a stack of per-(image, channel) 256-entry tables: int64 [B*3*H*W]."""
+    batch, channels = images.shape[:2]
+    offsets = torch.arange(batch * channels, device=images.device).mul_(256).view(batch * channels, 1)
+    return images.reshape(batch * channels, -1).to(torch.int64).add_(offsets).view(-1)
+
+
+def _apply_channel_lut(images: torch.Tensor, lut: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Map every pixel through its own image's and channel's table (lut uint8 [B,3,256]) in one take."""
+    return torch.take(lut, index).view(images.shape)
 
 
 def autocontrast(images: torch.Tensor) -> torch.Tensor:
     """ImageOps.autocontrast(img): per channel, stretch [lo, hi] to [0, 255] via PIL's double-precision LUT."""
     _check_images(images)
     batch, channels = images.shape[:2]
-    flat = images.reshape(batch, channels, -1)
-    lo = flat.amin(dim=2).to(torch.float64).unsqueeze(2)
-    hi = flat.amax(dim=2).to(torch.float64).unsqueeze(2)
+    lo, hi = torch.aminmax(images.reshape(batch, channels, -1), dim=2)
+    lo = lo.to(torch.float64).unsqueeze(2)
+    hi = hi.to(torch.float64).unsqueeze(2)
     stretch = hi > lo
     # PIL: scale = 255.0 / (hi - lo); offset = -lo * scale; int(ix * scale + offset) clipped to 0..255.
     # (A tensor numerator: torch turns `scalar / tensor` into a reciprocal product, off by an ulp.)
@@ -110,34 +115,26 @@ def autocontrast(images: torch.Tensor) -> torch.Tensor:
     levels = torch.arange(256, dtype=torch.float64, device=images.device)
     stretched = (levels * scale + offset).trunc().clamp_(0, 255)
     lut = torch.where(stretch, stretched, levels.expand_as(stretched)).to(torch.uint8)
-    return _apply_channel_lut(images, lut)
-
-
-def _channel_histograms(images: torch.Tensor) -> torch.Tensor:
-    """Per image and channel 256-bin histograms, int64 [B,3,256], from one bincount."""
-    batch, channels = images.shape[:2]
-    offsets = torch.arange(batch * channels, device=images.device).mul_(256).view(batch, channels, 1)
-    index = images.reshape(batch, channels, -1).long().add_(offsets)
-    counts = torch.bincount(index.reshape(-1), minlength=batch * channels * 256)
-    return counts.view(batch, channels, 256)
+    return _apply_channel_lut(images, lut, _lut_index(images))
 
 
 def equalize(images: torch.Tensor) -> torch.Tensor:
     """ImageOps.equalize(img): PIL's per-channel cumulative LUT with step = (n - count of top level) // 255."""
     _check_images(images)
-    hist = _channel_histograms(images)
-    total = hist.sum(dim=2, keepdim=True)
-    top_level = images.reshape(*images.shape[:2], -1).amax(dim=2, keepdim=True).long()
+    batch, channels, height, width = images.shape
+    index = _lut_index(images)
+    hist = torch.bincount(index, minlength=batch * channels * 256).view(batch, channels, 256)
+    levels = torch.arange(256, device=images.device)
+    present = hist > 0
+    top_level = torch.where(present, levels, 0).amax(dim=2, keepdim=True)
     top_count = torch.gather(hist, 2, top_level)
-    step = (total - top_count) // 255
-    distinct = (hist > 0).sum(dim=2, keepdim=True)
-    equalizable = (distinct > 1) & (step > 0)
+    step = (height * width - top_count) // 255
+    equalizable = (present.sum(dim=2, keepdim=True) > 1) & (step > 0)
     safe_step = torch.where(equalizable, step, torch.ones_like(step))
-    before = hist.cumsum(dim=2) - hist  # pixels strictly below each level
-    equalized = ((safe_step // 2 + before) // safe_step).clamp_(max=255)  # Image.point clips to uint8
-    levels = torch.arange(256, device=images.device).expand_as(equalized)
-    lut = torch.where(equalizable, equalized, levels).to(torch.uint8)
-    return _apply_channel_lut(images, lut)
+    before = hist.cumsum(dim=2).sub_(hist)  # pixels strictly below each level
+    equalized = (safe_step // 2 + before).div_(safe_step, rounding_mode="floor").clamp_(max=255)  # point() clips
+    lut = torch.where(equalizable, equalized, levels.expand_as(equalized)).to(torch.uint8)
+    return _apply_channel_lut(images, lut, index)
 
 
 def posterize(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
@@ -155,10 +152,12 @@ def solarize(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """ImageOps.solarize(img, threshold): invert every pixel >= threshold (a threshold of 256 inverts none)."""
     _check_images(images)
     threshold = _as_magnitude(magnitude, images, "solarize threshold").ceil()
-    # Pixels are integers, so `p >= t` equals `p >= ceil(t)`; clamped to a uint8 floor plus an "any" flag.
-    floor_value = threshold.clamp(0, 255).to(torch.uint8).view(-1, 1, 1, 1)
-    any_inverted = (threshold <= 255).view(-1, 1, 1, 1)
-    invert = (images >= floor_value) & any_inverted
+    # Pixels are integers: `p >= t` is `p > t - 1`, and with t - 1 clamped to 0..255 as uint8 a
+    # threshold of 256 (the reference's "invert nothing") compares against 255, which no pixel exceeds.
+    below = (threshold - 1).clamp(0, 255).to(torch.uint8).view(-1, 1, 1, 1)
+    invert = images > below
+    if bool((threshold <= 0).any()):  # every pixel, 0 included, is inverted
+        invert |= (threshold <= 0).view(-1, 1, 1, 1)
     return torch.where(invert, 255 - images, images)
 
 
