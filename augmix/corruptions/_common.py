@@ -166,7 +166,8 @@ def sample_bilinear(images: Tensor, ys: Tensor, xs: Tensor, mode: str) -> Tensor
     flat = images.reshape(batch, channels, height * width)
 
     def tap(r: Tensor, c: Tensor) -> Tensor:
-        index = (r * width + c).reshape(batch, 1, -1).expand(batch, channels, -1)
+        count = math.prod(ys.shape[1:])
+        index = (r * width + c).reshape(batch, 1, count).expand(batch, channels, count)
         return flat.gather(2, index).reshape(batch, channels, *ys.shape[1:])
 
     top = tap(rows[0], cols[0]) * (1 - wx) + tap(rows[0], cols[1]) * wx
@@ -223,6 +224,8 @@ def filter2d(images: Tensor, kernel: Tensor, mode: str = "mirror") -> Tensor:
     Large kernels go through the FFT (a 21x21 disk on 224x224 is 20x cheaper that way).
     """
     batch, channels, height, width = images.shape
+    if images.numel() == 0:
+        return images.clone()
     kernel_h, kernel_w = kernel.shape
     radius_y, radius_x = kernel_h // 2, kernel_w // 2
     padded = pad(images, radius_y, radius_y, radius_x, radius_x, mode)
@@ -335,7 +338,7 @@ def motion_blur_filter(images: Tensor, radius: float, sigma: float, angles: Tens
     for tap in range(weights.numel()):
         source_rows = (rows + offsets_y[:, tap].reshape(batch, 1, 1)).clamp(0, height - 1)
         source_cols = (cols + offsets_x[:, tap].reshape(batch, 1, 1)).clamp(0, width - 1)
-        index = (source_rows * width + source_cols).reshape(batch, 1, -1).expand(batch, channels, -1)
+        index = (source_rows * width + source_cols).reshape(batch, 1, height * width).expand(batch, channels, height * width)
         out += float(weights[tap]) * flat.gather(2, index).reshape(images.shape)
     return out
 

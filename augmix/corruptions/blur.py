@@ -5,6 +5,7 @@ loops of glass blur and ImageMagick's motion blur become gathers over the whole 
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -78,30 +79,60 @@ def disk_kernel(radius: float, alias_blur: float) -> Tensor:
     return separable_filter(aliased.reshape(1, 1, *aliased.shape), smoothing, smoothing, "mirror")[0, 0]
 
 
-def local_shuffle(images: Tensor, max_delta: int, iterations: int, generator: torch.Generator | None) -> Tensor:
-    """Glass blur's local pixel shuffle, one random displacement field per iteration.
+@functools.lru_cache(maxsize=32)
+def shuffle_schedule(height: int, width: int, max_delta: int) -> tuple[Tensor, tuple[tuple[int, int], ...]]:
+    """Glass blur's visits as wavefronts: (visit positions in wave order, (start, stop) per wave).
 
-    Every pixel (h, w) with max_delta < h, w <= size - max_delta takes the pixel at
-    (h + dy, w + dx), dy, dx uniform integers in [-max_delta, max_delta) as np.random.randint.
-    The reference instead swaps pixels one at a time from the bottom-right corner: a pixel it
-    has moved can be moved again later in the same sweep (drifting further up-left) and the
-    result is a permutation. Here all pixels move at once from the previous iteration's image,
-    so a pixel moves at most max_delta per iteration and may be duplicated or dropped.
+    The reference visits (h, w) for h, w from size - d down to d + 1 (row-major) and swaps the
+    pixel with one at offset [-d, d) in each axis, so a visit touches only the square
+    [h - d, h + d) x [w - d, w + d), and two visits can interact only if they are fewer than 2d
+    rows and columns apart. Giving visit (h, w) the time (W - d - w) + 2d (H - d - h) orders every
+    such pair as the reference does and makes the visits of one time pairwise disjoint, so each
+    wave's swaps can run at once with the same result as the sequential loop.
+    Returns positions (flat h*W + w) sorted by wave, reference visit numbers in that order.
+    """
+    rows = torch.arange(height - max_delta, max_delta, -1)
+    cols = torch.arange(width - max_delta, max_delta, -1)
+    grid_rows, grid_cols = torch.meshgrid(rows, cols, indexing="ij")
+    grid_rows, grid_cols = grid_rows.reshape(-1), grid_cols.reshape(-1)
+    wave = (width - max_delta - grid_cols) + 2 * max_delta * (height - max_delta - grid_rows)
+    order = torch.sort(wave, stable=True).indices
+    counts = torch.bincount(wave[order]).tolist() if order.numel() else []
+    bounds, start = [], 0
+    for count in counts:
+        if count:
+            bounds.append((start, start + count))
+            start += count
+    return order, tuple(bounds)
+
+
+def local_shuffle(images: Tensor, max_delta: int, iterations: int, generator: torch.Generator | None) -> Tensor:
+    """Glass blur's local pixel shuffle, exactly the reference's sequential swaps, run in wavefronts.
+
+    Each visit (h, w) draws dx, dy uniform in [-d, d) (np.random.randint(-d, d, size=2)) and
+    swaps pixel (h, w) with (h + dy, w + dx); per iteration the draws come as one [B, visits, 2]
+    tensor in the reference's visit order. See shuffle_schedule for why waves are exact.
     """
     batch, channels, height, width = images.shape
-    rows = torch.arange(height, device=images.device)
-    cols = torch.arange(width, device=images.device)
-    inner_rows = (rows > max_delta) & (rows <= height - max_delta)
-    inner_cols = (cols > max_delta) & (cols <= width - max_delta)
-    inner = (inner_rows.reshape(-1, 1) & inner_cols.reshape(1, -1)).reshape(1, height, width)
-    out = images
+    order, bounds = shuffle_schedule(height, width, max_delta)
+    if not bounds or batch == 0:
+        return images.clone()
+    order = order.to(images.device)
+    rows = torch.arange(height - max_delta, max_delta, -1, device=images.device)
+    cols = torch.arange(width - max_delta, max_delta, -1, device=images.device)
+    positions = (rows.reshape(-1, 1) * width + cols.reshape(1, -1)).reshape(-1)[order]
+    pixels = images.permute(0, 2, 3, 1).reshape(batch, height * width, channels).clone()
     for _ in range(iterations):
-        shifts = randint((2, batch, height, width), -max_delta, max_delta, generator, images.device)
-        shifts = shifts * inner
-        source = (rows.reshape(1, -1, 1) + shifts[0]) * width + (cols.reshape(1, 1, -1) + shifts[1])
-        index = source.reshape(batch, 1, -1).expand(batch, channels, -1)
-        out = out.reshape(batch, channels, -1).gather(2, index).reshape(images.shape)
-    return out
+        draws = randint((batch, order.numel(), 2), -max_delta, max_delta, generator, images.device)
+        draws = draws[:, order]
+        targets = positions.reshape(1, -1) + draws[..., 1] * width + draws[..., 0]
+        for start, stop in bounds:
+            here = positions[start:stop].reshape(1, -1, 1).expand(batch, -1, channels)
+            there = targets[:, start:stop].unsqueeze(-1).expand(-1, -1, channels)
+            here_values = pixels.gather(1, here)
+            pixels.scatter_(1, here, pixels.gather(1, there))
+            pixels.scatter_(1, there, here_values)
+    return pixels.reshape(batch, height, width, channels).permute(0, 3, 1, 2).contiguous()
 
 
 def defocus_blur(images: Tensor, severity: int, preset: str, generator: torch.Generator | None) -> Tensor:
