@@ -4,10 +4,14 @@ The clean test set and the model weights go into the object store once; every ce
 task that reads both, scores its images and writes its own result under `<out>/eval/cells/`.
 A rerun lists that folder and only schedules what is missing, so an interrupted evaluation
 resumes where it stopped; cells that keep failing after their retries are listed at the end
-while everything that finished stays written and aggregated.
+while everything that finished stays written and aggregated. `eval/spec.json` records what the
+cells were computed from (model digest, test set, seed, source) so a rerun never mixes cells of
+a different model or test set into one table.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import time
 from dataclasses import dataclass
 
@@ -17,7 +21,7 @@ import torch
 from augmix import storage
 from augmix.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS
 from orchestrator.config import Config
-from workers.evaluate import CLEAN, EvaluationCell, evaluation_task
+from workers.evaluate import CLEAN, CellSettings, EvaluationCell, evaluation_task
 
 
 class EvaluationIncomplete(RuntimeError):
@@ -29,6 +33,12 @@ class TestSet:
     images: torch.Tensor  # uint8 [N,3,H,W]
     labels: torch.Tensor  # int64 [N]
     classes: list[str]
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    state: dict
+    digest: str  # sha256 of the file's bytes: which weights the cells were scored with
 
 
 def cells_for(config: Config) -> list[EvaluationCell]:
@@ -52,18 +62,24 @@ def finished_cells(config: Config) -> set[EvaluationCell]:
     return {cell for cell in map(EvaluationCell.from_file_name, names) if cell is not None}
 
 
+# --- inputs ---------------------------------------------------------------------------------------
+
 def load_images(config: Config, split: str = "test") -> TestSet:
     """A split as uint8 NCHW: the test split's first eval.limit images, or the training split's
     first data.limit."""
-    from augmix.datasets import load_split
+    from augmix.datasets import load_split, read_parquet
 
+    data = config.data
     test = split == "test"
-    path = (config.data.test_path or config.data.path) if test else config.data.path
-    table = load_split(config.data.name, split, path=path, limit=config.eval.limit if test else config.data.limit,
-                       seed=config.data.seed, image_size=config.data.image_size,
-                       synthetic_size=config.data.synthetic_test_size if test else config.data.synthetic_train_size,
-                       download=config.data.download, image_column=config.data.image_column,
-                       label_column=config.data.label_column)
+    limit = config.eval.limit if test else data.limit
+    if test and data.name == "parquet" and data.test_path:
+        table = read_parquet(data.test_path, image_column=data.image_column, label_column=data.label_column,
+                             limit=limit)
+    else:
+        table = load_split(data.name, split, data.path, limit, seed=data.seed, download=data.download,
+                           image_column=data.image_column, label_column=data.label_column,
+                           synthetic_train_size=data.synthetic_train_size,
+                           synthetic_test_size=data.synthetic_test_size, image_size=data.image_size)
     images = torch.from_numpy(np.ascontiguousarray(table.decoded())).permute(0, 3, 1, 2).contiguous()
     return TestSet(images, torch.from_numpy(table.labels.astype(np.int64)), list(table.classes))
 
@@ -75,50 +91,105 @@ def resolve_model_uri(checkpoint: str) -> str:
     return storage.join(checkpoint, "model", "model.pt")
 
 
-def load_model_state(checkpoint: str) -> dict:
-    import io
-
+def load_model_file(checkpoint: str) -> ModelFile:
     uri = resolve_model_uri(checkpoint)
-    state = torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=False)
-    for key in ("model_name", "num_classes", "state_dict"):
-        if key not in state:
-            raise ValueError(f"{uri} is not an augmix model file: missing {key!r} (train with `augmix train`)")
-    return state
+    data = storage.read_bytes(uri)
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a model file"
+        raise ValueError(f"{uri} is not a torch model file ({type(error).__name__}); "
+                         "pass the model.pt that `augmix train` writes") from None
+    missing = [key for key in ("model_name", "num_classes", "state_dict") if key not in state]
+    if missing:
+        raise ValueError(f"{uri} is not an augmix model file: missing {missing} (train with `augmix train`)")
+    return ModelFile(state, hashlib.sha256(data).hexdigest())
 
 
-def _task_options(config: Config, gpus_available: float) -> dict:
-    use_gpu = gpus_available > 0 and config.scaling.use_gpu
-    return {"num_cpus": config.eval.cpus_per_cell, "num_gpus": config.eval.gpus_per_cell if use_gpu else 0,
+def evaluation_spec(config: Config, model_digest: str) -> dict:
+    """Everything a cell's numbers depend on besides its own (corruption, severity)."""
+    data, evaluation = config.data, config.eval
+    return {"model_sha256": model_digest, "data": [data.name, data.path, data.test_path, data.seed, data.image_size,
+                                                   data.synthetic_test_size],
+            "limit": evaluation.limit, "seed": evaluation.seed, "preset": evaluation.preset,
+            "source": evaluation.source, "corrupted_path": evaluation.corrupted_path}
+
+
+def check_spec(config: Config, model_digest: str) -> None:
+    """Record the spec on the first run; refuse to resume cells computed from a different one."""
+    uri = storage.join(eval_uri(config), "spec.json")
+    spec = evaluation_spec(config, model_digest)
+    if not storage.exists(uri):
+        storage.write_json(uri, spec)
+        return
+    recorded = storage.read_json(uri)
+    changed = sorted(key for key in spec if recorded.get(key) != spec[key])
+    if changed:
+        raise ValueError(f"{eval_uri(config)} holds cells of another evaluation (differs in {', '.join(changed)}); "
+                         "use a new --out, or delete that eval/ folder to recompute")
+
+
+# --- the fan-out ------------------------------------------------------------------------------------
+
+def task_options(config: Config, gpus_in_cluster: float) -> dict:
+    """Ray resources per cell: a GPU share when the cluster has GPUs (several small models per
+    GPU), else CPUs only; failed cells are retried, application errors included."""
+    gpus = config.eval.gpus_per_cell if gpus_in_cluster > 0 else 0.0
+    return {"num_cpus": config.eval.cpus_per_cell, "num_gpus": gpus,
             "max_retries": config.eval.max_retries, "retry_exceptions": True}
 
 
-def run_cells(config: Config, cells: list[EvaluationCell], state: dict, test_set: TestSet) -> list[EvaluationCell]:
-    """Schedule the cells as Ray tasks, show progress, return the cells that failed for good."""
-    import ray
-    from tqdm import tqdm
+def cell_settings(config: Config) -> CellSettings:
+    materialized = config.eval.source == "materialized"
+    return CellSettings(preset=config.eval.preset, seed=config.eval.seed, batch_size=config.eval.batch_size,
+                        cells_uri=cells_uri(config), corrupted_path=config.eval.corrupted_path if materialized else None,
+                        limit=config.eval.limit, threads=max(1, int(config.eval.cpus_per_cell)))
 
-    remote = ray.remote(evaluation_task).options(**_task_options(config, ray.cluster_resources().get("GPU", 0)))
+
+class Progress:
+    """Cells done / total, images/s and ETA on one tqdm line (stderr; also shown in Ray job logs)."""
+
+    def __init__(self, total: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc="evaluation cells", unit="cell", dynamic_ncols=True)
+        self.images, self.started = 0, time.monotonic()
+
+    def done(self, images: int) -> None:
+        self.images += images
+        rate = self.images / max(time.monotonic() - self.started, 1e-9)
+        self.bar.set_postfix(images_per_s=f"{rate:.0f}", refresh=False)
+        self.bar.update(1)
+
+    def failed(self, cell: EvaluationCell, retries: int, error: Exception) -> None:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+        self.bar.write(f"cell {cell.key} failed after {retries} retries: {reason}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_cells(config: Config, cells: list[EvaluationCell], state: dict, test_set: TestSet) -> list[EvaluationCell]:
+    """Schedule the cells as Ray tasks (weights and clean images put once), return those that failed for good."""
+    import ray
+
+    remote = ray.remote(evaluation_task).options(**task_options(config, ray.cluster_resources().get("GPU", 0)))
     state_ref, images_ref, labels_ref = ray.put(state), ray.put(test_set.images), ray.put(test_set.labels)
-    options = {"preset": config.eval.preset, "seed": config.eval.seed, "batch_size": config.eval.batch_size,
-               "cells_uri": cells_uri(config), "threads": max(1, int(config.eval.cpus_per_cell)),
-               "corrupted_path": config.eval.corrupted_path if config.eval.source == "materialized" else None,
-               "limit": config.eval.limit}
-    pending = {remote.remote(cell, state_ref, images_ref, labels_ref, options): cell for cell in cells}
+    settings = cell_settings(config)
+    pending = {remote.remote(cell, state_ref, images_ref, labels_ref, settings): cell for cell in cells}
     failed: list[EvaluationCell] = []
-    images_done, started = 0, time.monotonic()
-    with tqdm(total=len(cells), desc="evaluation cells", unit="cell", dynamic_ncols=True) as progress:
+    progress = Progress(len(cells))
+    try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             cell = pending.pop(ready[0])
             try:
-                summary = ray.get(ready[0])
-                images_done += summary["images"]
+                progress.done(ray.get(ready[0])["images"])
             except Exception as error:  # noqa: BLE001 - a cell that exhausted its retries
                 failed.append(cell)
-                progress.write(f"cell {cell.key} failed after {config.eval.max_retries} retries: "
-                               f"{str(error).splitlines()[-1]}")
-            progress.set_postfix(images_per_s=f"{images_done / max(time.monotonic() - started, 1e-9):.0f}")
-            progress.update(1)
+                progress.failed(cell, config.eval.max_retries, error)
+    finally:
+        progress.close()
     return failed
 
 
@@ -128,17 +199,16 @@ def evaluate(config: Config, checkpoint: str, address: str | None = None) -> dic
     from orchestrator.report import aggregate, write_report
 
     storage.check_writable(config.storage.uri)
-    state = load_model_state(checkpoint)
+    model = load_model_file(checkpoint)
+    check_spec(config, model.digest)
     cells = cells_for(config)
-    done = finished_cells(config)
-    todo = [cell for cell in cells if cell not in done]
+    todo = [cell for cell in cells if cell not in finished_cells(config)]
     print(f"evaluation: {len(cells)} cells, {len(cells) - len(todo)} already finished in {cells_uri(config)}")
     failed: list[EvaluationCell] = []
     if todo:
         ensure_ray(address)
-        failed = run_cells(config, todo, state, load_images(config))
-    finished = [cell for cell in cells if cell not in set(failed)]
-    results = aggregate(config, finished)
+        failed = run_cells(config, todo, model.state, load_images(config))
+    results = aggregate(config, [cell for cell in cells if cell not in set(failed)], model.state["model_name"])
     write_report(config, results)
     if failed:
         missing = ", ".join(cell.key for cell in failed)

@@ -62,61 +62,66 @@ def _calibration(results: dict[EvaluationCell, dict], name: str, severities: Seq
     return rms_calibration_error(confidence, correct)
 
 
-def aggregate(config: Config, cells: Sequence[EvaluationCell]) -> dict[str, Any]:
-    """All finished cells → the results dict (errors as fractions; keys per DESIGN.md)."""
+def _summary(errors: dict, clean: dict | None, config: Config) -> dict[str, Any]:
+    """CE / mCE / relative mCE once clean and every test corruption at all 5 severities are in."""
+    keys = ("ce", "relative_ce", "mce", "relative_mce")
+    if not (clean and errors and list(config.eval.severities) == [1, 2, 3, 4, 5]):
+        return dict.fromkeys(keys)
+    baseline = None if config.eval.baseline == "none" else "alexnet"
+    summary = corruption_summary(errors, clean["error"], baseline=baseline)
+    return {key: summary[key] for key in keys}
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def _cell_row(cell: EvaluationCell, result: dict) -> dict[str, Any]:
+    return {"corruption": cell.corruption, "family": family_of(cell.corruption), "severity": cell.severity,
+            "error": result["error"], "nll": float(result["nll"].mean()),
+            "rms_calibration_error": rms_calibration_error(result["confidence"], result["correct"]),
+            "images": int(len(result["correct"])), "seconds_produce": result["seconds_produce"],
+            "seconds_infer": result["seconds_infer"], "device": result["device"]}
+
+
+def aggregate(config: Config, cells: Sequence[EvaluationCell], model_name: str | None = None) -> dict[str, Any]:
+    """All finished cells → the results dict (errors as fractions; keys per DESIGN.md).
+
+    A corruption enters the tables only with all its severities, so a partial evaluation still
+    aggregates what is complete; mCE needs clean and the full 1-5 severity range."""
     results = load_cells(config, cells)
     severities = list(config.eval.severities)
     clean = results.get(EvaluationCell(CLEAN, 0))
-    test_names = [n for n in CORRUPTIONS if any(c.corruption == n for c in results)]
-    extra_names = [n for n in EXTRA_CORRUPTIONS if any(c.corruption == n for c in results)]
-    errors = _error_table(results, test_names, severities)
-    extra = _error_table(results, extra_names, severities)
-    out: dict[str, Any] = {
+    present = {cell.corruption for cell in results}
+    errors = _error_table(results, [n for n in CORRUPTIONS if n in present], severities)
+    extra = _error_table(results, [n for n in EXTRA_CORRUPTIONS if n in present], severities)
+    corrupted = [results[EvaluationCell(n, s)] for n in errors for s in severities]
+    per_corruption = {name: _calibration(results, name, severities) for name in [*errors, *extra]}
+    return {
         "clean_error": clean["error"] if clean else None,
         "corruption_errors": errors,
         "extra_corruption_errors": extra,
         "severities": severities,
         "preset": config.eval.preset,
         "baseline": config.eval.baseline,
+        "model": model_name or config.model.name,
         "n_images": int(len(clean["correct"])) if clean else None,
+        **_summary(errors, clean, config),
+        "mean_corruption_error": _mean([e for row in errors.values() for e in row]),
+        "rms_calibration_error": {
+            "clean": rms_calibration_error(clean["confidence"], clean["correct"]) if clean else None,
+            "corrupted": _mean([per_corruption[name] for name in errors]),
+            "per_corruption": per_corruption,
+        },
+        "nll": {"clean": float(clean["nll"].mean()) if clean else None,
+                "corrupted": _mean([float(r["nll"].mean()) for r in corrupted])},
+        "timing": {"seconds_produce_images": float(sum(r["seconds_produce"] for r in results.values())),
+                   "seconds_model": float(sum(r["seconds_infer"] for r in results.values()))},
+        "cells": [_cell_row(cell, result) for cell, result in sorted(results.items())],
+        "reliability": _reliability(results, list(errors), severities),
+        "config": config.to_dict(),
+        "code_version": code_version(),
     }
-    summary = None
-    if clean and errors and severities == [1, 2, 3, 4, 5]:
-        summary = corruption_summary(errors, clean["error"], baseline=None if config.eval.baseline == "none" else "alexnet")
-    out.update({
-        "ce": summary["ce"] if summary else None,
-        "relative_ce": summary["relative_ce"] if summary else None,
-        "mce": summary["mce"] if summary else None,
-        "relative_mce": summary["relative_mce"] if summary else None,
-        "mean_corruption_error": float(np.mean(list(errors.values()))) if errors else None,
-    })
-    per_corruption = {name: _calibration(results, name, severities) for name in errors}
-    out["rms_calibration_error"] = {
-        "clean": rms_calibration_error(clean["confidence"], clean["correct"]) if clean else None,
-        "corrupted": float(np.mean(list(per_corruption.values()))) if per_corruption else None,
-        "per_corruption": per_corruption,
-    }
-    out["nll"] = {
-        "clean": float(clean["nll"].mean()) if clean else None,
-        "corrupted": float(np.mean([results[EvaluationCell(n, s)]["nll"].mean() for n in errors for s in severities]))
-        if errors else None,
-    }
-    out["timing"] = {
-        "seconds_produce_images": float(sum(r["seconds_produce"] for r in results.values())),
-        "seconds_model": float(sum(r["seconds_infer"] for r in results.values())),
-    }
-    out["cells"] = [
-        {"corruption": c.corruption, "family": family_of(c.corruption), "severity": c.severity,
-         "error": r["error"], "nll": float(r["nll"].mean()),
-         "rms_calibration_error": rms_calibration_error(r["confidence"], r["correct"]),
-         "images": int(len(r["correct"])), "seconds_produce": r["seconds_produce"],
-         "seconds_infer": r["seconds_infer"], "device": r["device"]}
-        for c, r in sorted(results.items())
-    ]
-    out["reliability"] = _reliability(results, errors, severities)
-    out["config"] = config.to_dict()
-    out["code_version"] = code_version()
-    return out
 
 
 def _reliability(results: dict[EvaluationCell, dict], names: Sequence[str], severities: Sequence[int],
@@ -161,7 +166,7 @@ def plot_heatmap(results: dict) -> bytes:
     names = list(table)
     values = np.array([table[n] for n in names]) * 100
     figure, axis = plt.subplots(figsize=(1.2 * len(results["severities"]) + 3, 0.35 * len(names) + 1.5))
-    image = axis.imshow(values, cmap="magma_r", aspect="auto", vmin=0, vmax=max(100 * (1 - 1e-9), values.max()) if values.size else 100)
+    image = axis.imshow(values, cmap="magma_r", aspect="auto", vmin=0, vmax=100)
     axis.set_xticks(range(len(results["severities"])), [str(s) for s in results["severities"]])
     axis.set_yticks(range(len(names)), names)
     axis.set_xlabel("severity")
@@ -220,6 +225,10 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 def markdown_report(results: dict) -> str:
     rms = results["rms_calibration_error"]
     ce_unit = "% of AlexNet" if results["baseline"] == "alexnet" else "uCE, % summed over severities"
@@ -229,9 +238,8 @@ def markdown_report(results: dict) -> str:
         f"- mean corruption error (the paper's CIFAR figure): **{_pct(results['mean_corruption_error'])}**",
         f"- mCE ({ce_unit}): **{_pct(results['mce'])}**; relative mCE: **{_pct(results['relative_mce'])}**",
         f"- RMS calibration error: clean {_pct(rms['clean'])}, corrupted {_pct(rms['corrupted'])}",
-        f"- NLL: clean {results['nll']['clean']:.3f}" + (f", corrupted {results['nll']['corrupted']:.3f}"
-                                                           if results['nll']['corrupted'] is not None else ""),
-        f"- code {results['code_version']}; preset {results['preset']}; model {results['config']['model']['name']}",
+        f"- NLL: clean {_number(results['nll']['clean'])}, corrupted {_number(results['nll']['corrupted'])}",
+        f"- model {results['model']}; preset {results['preset']}; code {results['code_version']}",
         "", "## Error (%) by corruption and severity", "",
         "| corruption | family | " + " | ".join(f"s{s}" for s in results["severities"]) + " | mean | CE | RMS cal. |",
         "|---|---|" + "---:|" * (len(results["severities"]) + 3),

@@ -41,13 +41,27 @@ class EvaluationCell:
 
     @staticmethod
     def from_file_name(name: str) -> "EvaluationCell | None":
-        stem = name.removesuffix(".npz")
+        """The cell a result file belongs to; None for anything else (temporary files, notes)."""
         if not name.endswith(".npz"):
             return None
+        stem = name.removesuffix(".npz")
         if stem == CLEAN:
             return EvaluationCell(CLEAN, 0)
         corruption, _, severity = stem.rpartition("-")
-        return EvaluationCell(corruption, int(severity)) if severity.isdigit() else None
+        return EvaluationCell(corruption, int(severity)) if corruption and severity.isdigit() else None
+
+
+@dataclass(frozen=True)
+class CellSettings:
+    """What every cell of one evaluation shares (everything but the model and the images)."""
+
+    preset: str
+    seed: int
+    batch_size: int
+    cells_uri: str
+    corrupted_path: str | None = None  # a -C folder: read cells from it instead of generating them
+    limit: int = 0  # first N images per severity of a -C folder
+    threads: int = 1
 
 
 def chunk_seed(seed: int, corruption: str, severity: int, chunk: int) -> int:
@@ -67,14 +81,31 @@ def corrupted_chunks(images: torch.Tensor, corruption: str, severity: int, prese
 
 def _batches(chunks: Iterator[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
     for chunk in chunks:
-        for start in range(0, len(chunk), batch_size):
-            yield chunk[start:start + batch_size]
+        yield from chunk.split(batch_size)
+
+
+def cell_images(cell: EvaluationCell, images: torch.Tensor, labels: torch.Tensor, settings: CellSettings,
+                device: torch.device) -> tuple[Iterator[torch.Tensor], torch.Tensor]:
+    """(lazy uint8 image chunks, labels) of one cell: clean, read from a -C folder, or generated."""
+    if cell.corruption == CLEAN:
+        return iter([images.to(device)]), labels
+    if settings.corrupted_path is not None:
+        from augmix.datasets.cifar_c import read_corrupted
+
+        corrupted, file_labels = read_corrupted(settings.corrupted_path, cell.corruption, cell.severity,
+                                                limit=settings.limit)
+        chunk = torch.from_numpy(np.ascontiguousarray(corrupted)).permute(0, 3, 1, 2).to(device)
+        return iter([chunk]), torch.from_numpy(file_labels)
+    chunks = corrupted_chunks(images.to(device), cell.corruption, cell.severity, settings.preset, settings.seed)
+    return chunks, labels
 
 
 @torch.inference_mode()
-def _score(model: torch.nn.Module, batches: Iterator[torch.Tensor], labels: torch.Tensor,
-           device: torch.device) -> tuple[dict[str, np.ndarray], float, float]:
-    """Logit statistics per image, plus seconds spent producing images vs running the model."""
+def score_batches(model: torch.nn.Module, batches: Iterator[torch.Tensor], labels: torch.Tensor,
+                  ) -> tuple[dict[str, np.ndarray], float, float]:
+    """Per-image confidence, prediction, correctness and NLL, plus the seconds spent producing
+    images vs in the model (pulling the next batch is what runs the lazy corruption)."""
+    device = next(model.parameters()).device
     confidences, predictions, nll = [], [], []
     produce_s = infer_s = 0.0
     offset = 0
@@ -88,8 +119,7 @@ def _score(model: torch.nn.Module, batches: Iterator[torch.Tensor], labels: torc
         start = time.perf_counter()
         logits = model(batch.to(device, non_blocking=True).float().div_(255)).float()
         target = labels[offset:offset + len(batch)].to(device)
-        probabilities = logits.softmax(dim=1)
-        confidence, prediction = probabilities.max(dim=1)
+        confidence, prediction = logits.softmax(dim=1).max(dim=1)
         nll.append(F.cross_entropy(logits, target, reduction="none").cpu())
         confidences.append(confidence.cpu())
         predictions.append(prediction.cpu())
@@ -127,47 +157,42 @@ def decode_result(data: bytes) -> dict[str, np.ndarray | float | str | int]:
 
 
 def score_cell(cell: EvaluationCell, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-               *, preset: str, seed: int, batch_size: int, cells_uri: str,
-               corrupted_path: str | None = None, limit: int = 0) -> dict[str, float | str | int]:
-    """Score one cell and write `<cells_uri>/<cell>.npz`; returns the small summary for progress.
+               settings: CellSettings) -> dict[str, float | str | int]:
+    """Score one cell and write `<cells_uri>/<cell>.npz` at once; returns a small summary for progress.
 
-    images: the clean uint8 [N,3,H,W] test set (ignored for materialised cells, which read their
-    own rows from `corrupted_path`); model: already on its device, in eval mode.
+    images: the clean uint8 [N,3,H,W] test set (unused by cells read from a -C folder);
+    model: already on its device, in eval mode.
     """
     device = next(model.parameters()).device
-    if cell.corruption == CLEAN:
-        batches = _batches(iter([images]), batch_size)
-    elif corrupted_path is not None:
-        from augmix.datasets.cifar_c import read_corrupted
-
-        corrupted, labels_np = read_corrupted(corrupted_path, cell.corruption, cell.severity, limit=limit)
-        labels = torch.from_numpy(labels_np)
-        batches = _batches(iter([torch.from_numpy(corrupted).permute(0, 3, 1, 2)]), batch_size)
-    else:
-        on_device = images.to(device)
-        batches = _batches(corrupted_chunks(on_device, cell.corruption, cell.severity, preset, seed), batch_size)
-    arrays, produce_s, infer_s = _score(model, batches, labels, device)
-    storage.write_bytes(storage.join(cells_uri, cell.file_name),
+    chunks, cell_labels = cell_images(cell, images, labels, settings, device)
+    arrays, produce_s, infer_s = score_batches(model, _batches(chunks, settings.batch_size), cell_labels)
+    storage.write_bytes(storage.join(settings.cells_uri, cell.file_name),
                         encode_result(cell, arrays, produce_s, infer_s, str(device)))
     return {"cell": cell.key, "images": int(len(arrays["correct"])), "error": float(1 - arrays["correct"].mean()),
             "seconds_produce": produce_s, "seconds_infer": infer_s}
 
 
+def model_options(state: dict) -> dict:
+    """build_model options the run was trained with (config model.options), {} when absent."""
+    config = state.get("config") or {}
+    return dict((config.get("model") or {}).get("options") or {})
+
+
 def load_model(state: dict, device: torch.device) -> torch.nn.Module:
-    """Rebuild the trained network from the dict training writes (model name, classes, weights)."""
+    """Rebuild the trained network from the dict training writes (model name, classes, options, weights)."""
     from augmix.models import build_model
 
-    model = build_model(state["model_name"], num_classes=int(state["num_classes"]), **state.get("model_kwargs", {}))
+    model = build_model(state["model_name"], num_classes=int(state["num_classes"]), **model_options(state))
     model.load_state_dict(state["state_dict"])
     return model.to(device).eval()
 
 
 def evaluation_task(cell: EvaluationCell, state: dict, images: torch.Tensor, labels: torch.Tensor,
-                    options: dict) -> dict[str, float | str | int]:
-    """What one Ray task runs: rebuild the model from the shared weights and score one cell."""
-    torch.set_num_threads(max(1, int(options.get("threads", 1))))
+                    settings: CellSettings) -> dict[str, float | str | int]:
+    """What one Ray task runs: rebuild the model from the shared weights and score one cell.
+
+    Ray hides GPUs from tasks that did not ask for one, so CUDA being visible here means this
+    cell was scheduled on a GPU (share)."""
+    torch.set_num_threads(settings.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(state, device)
-    return score_cell(cell, model, images, labels, preset=options["preset"], seed=options["seed"],
-                      batch_size=options["batch_size"], cells_uri=options["cells_uri"],
-                      corrupted_path=options.get("corrupted_path"), limit=options.get("limit", 0))
+    return score_cell(cell, load_model(state, device), images, labels, settings)
