@@ -216,7 +216,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            sums += (float(loss), float(ce), float(jsd), 1.0)
+            sums += (loss.item(), ce.item(), jsd.item(), 1.0)
             steps += 1
             if steps >= per_epoch:
                 break
