@@ -285,6 +285,12 @@ def test_parquet_custom_columns_directory_and_metadata(tmp_path):
         read_parquet(tmp_path / "train")
     with pytest.raises(FileNotFoundError, match="no 'test' split"):
         load_split("parquet", "test", tmp_path)
+    # a file named for its split finds its sibling; a lone file or directory is the training data
+    assert load_split("parquet", "train", tmp_path / "train", image_column="png_bytes", label_column="target").labels.size == 12
+    (tmp_path / "test").mkdir()
+    pq.write_table(pa.table({"png_bytes": encoded[:3], "target": [3, 2, 1]}), tmp_path / "test" / "x.parquet")
+    sibling = load_split("parquet", "test", tmp_path / "train", image_column="png_bytes", label_column="target")
+    assert sibling.labels.tolist() == [3, 2, 1]
     # "{split}" in the path, a filesystem passed in, a split on a shard
     explicit = load_split(
         "parquet", "train", str(tmp_path / "{split}"), image_column="png_bytes", label_column="target",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,8 @@ from augmix.datasets.fs import Location, locate
 from augmix.datasets.table import ImageTable, check_labels, decode_images
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+# "train.parquet", "cifar10_test.parquet", "train/": the split word ends the name's stem
+_SPLIT_IN_NAME = re.compile(r"^(?P<stem>(?:.*[-_.])?)(?:train|test)(?P<suffix>(?:\.parquet|\.parq|\.pq)?)$")
 
 
 def parquet_files(path: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> list[Location]:
@@ -41,20 +44,31 @@ def parquet_files(path: str | os.PathLike, filesystem: pafs.FileSystem | None = 
 
 
 def split_location(path: str | os.PathLike, split: str, filesystem: pafs.FileSystem | None = None) -> str:
-    """Where a split lives: `path` with "{split}" filled in, or `<path>/<split>.parquet`, or
-    `<path>/<split>/` (a directory of files)."""
-    text = os.fspath(path)
+    """Where a split lives, first match of:
+    `path` with "{split}" filled in; `<path>/<split>.parquet`; `<path>/<split>/`; the sibling of
+    `path` named with `split` in place of the other split's name (…/train.parquet → …/test.parquet);
+    `path` itself for "train" (a single file or directory is the training data)."""
+    text = os.fspath(path).rstrip("/")
     if "{split}" in text:
         return text.replace("{split}", split)
     root = locate(text, filesystem)
-    for candidate in (f"{split}.parquet", split):
-        if root.join(candidate).exists():
-            return "/".join([text.rstrip("/"), candidate])
     if not root.exists():
         raise FileNotFoundError(f"Parquet dataset not found: {root.display}")
+    for candidate in (f"{split}.parquet", split):
+        if root.join(candidate).exists():
+            return "/".join([text, candidate])
+    head, _, name = text.rpartition("/")
+    named = _SPLIT_IN_NAME.match(name)
+    if named:
+        sibling_name = f"{named['stem']}{split}{named['suffix']}"
+        sibling = f"{head}/{sibling_name}" if head else sibling_name
+        if locate(sibling, filesystem).exists():
+            return sibling
+    if split == "train":
+        return text
     raise FileNotFoundError(
-        f"no '{split}' split under {root.display}: expected {split}.parquet or a {split}/ directory "
-        f"there, or a path containing '{{split}}'"
+        f"no '{split}' split for {root.display}: expected {split}.parquet or a {split}/ directory "
+        f"in it, a sibling named with '{split}', or a path containing '{{split}}'"
     )
 
 
