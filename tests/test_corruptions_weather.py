@@ -98,12 +98,13 @@ def ref_motion_blur(gray: np.ndarray, radius: float, sigma: float, angle: float)
     weights = np.exp(-(taps ** 2) / (2 * sigma ** 2))
     weights /= weights.sum()
     h, w = gray.shape
+    reach = width - 1
+    padded = np.pad(gray, reach, mode="edge")
     out = np.zeros((h, w))
-    rows, cols = np.mgrid[0:h, 0:w]
     for i in range(width):
         dx = math.ceil(i * math.cos(math.radians(angle)) - 0.5)
         dy = math.ceil(i * math.sin(math.radians(angle)) - 0.5)
-        out += weights[i] * gray[np.clip(rows + dy, 0, h - 1), np.clip(cols + dx, 0, w - 1)]
+        out += weights[i] * padded[reach + dy:reach + dy + h, reach + dx:reach + dx + w]
     return np.clip(np.round(out), 0, 255)
 
 
@@ -282,7 +283,7 @@ def test_mean_change_matches_reference(name, clean, corrupted_cifar):
 def test_fog_fractal_statistics():
     for preset, mapsize in (("cifar", 32), ("imagenet", 256)):
         rng = np.random.default_rng(0)
-        count = 256 if mapsize == 32 else 8
+        count = 128 if mapsize == 32 else 8
         for strength, decay in weather.FOG[preset][::2]:
             ours = weather.plasma_fractal(count, mapsize, decay, seeded(0), torch.device("cpu")).numpy()
             ref = np.stack([ref_plasma_fractal(rng, mapsize, decay) for _ in range(count)])
@@ -293,13 +294,21 @@ def test_fog_fractal_statistics():
             assert roughness(ours) == pytest.approx(roughness(ref), rel=0.2)
 
 
-def test_snow_layer_coverage_and_brightness(clean):
+def assert_same_mean(ours: np.ndarray, ref: np.ndarray, label) -> None:
+    """Sample means agree within 4 standard errors of their difference (plus a hair)."""
+    error = math.sqrt(ours.var() / ours.size + ref.var() / ref.size)
+    assert abs(ours.mean() - ref.mean()) < 4 * error + 1e-4, (label, ours.mean(), ref.mean(), error)
+
+
+def test_snow_layer_coverage_and_brightness():
+    """Per-image fraction of snow pixels and mean brightness added, torch vs reference layers."""
     for severity in range(1, 6):
-        layer = weather.snow_layer(64, 32, 32, severity, "cifar", seeded(severity), torch.device("cpu")).numpy()
+        layer = weather.snow_layer(64, 32, 32, severity, "cifar", seeded(severity), torch.device("cpu")).numpy()[:, 0]
         rng = np.random.default_rng(severity)
-        ref = np.stack([ref_snow(image, severity, rng)[1][..., 0] for image in hwc(clean)])
-        assert (layer > 0).mean() == pytest.approx((ref > 0).mean(), abs=0.04)
-        assert layer.mean() == pytest.approx(ref.mean(), rel=0.2, abs=0.004)
+        blank = np.zeros((32, 32, 3), np.uint8)  # the layer does not depend on the image
+        ref = np.stack([ref_snow(blank, severity, rng)[1][..., 0] for _ in range(64)])
+        assert_same_mean((layer > 0).mean(axis=(1, 2)), (ref > 0).mean(axis=(1, 2)), ("coverage", severity))
+        assert_same_mean(layer.mean(axis=(1, 2)), ref.mean(axis=(1, 2)), ("brightness", severity))
 
 
 def test_motion_blur_matches_imagemagick_reference():
@@ -353,11 +362,11 @@ def test_liquid_spatter_pipeline_matches_opencv():
         assert np.abs(ours - ref).max() == 0
 
 
-def test_spatter_coverage_matches_reference(clean):
-    for severity in range(1, 6):
-        ours = weather.spatter(clean, severity, "cifar", seeded(severity)).numpy().transpose(0, 2, 3, 1)
-        ref = reference_batch("spatter", clean, severity, 200 + severity)
-        changed = lambda out: (np.abs(out.astype(int) - hwc(clean).astype(int)).max(axis=-1) > 2).mean()  # noqa: E731
+def test_spatter_coverage_matches_reference(clean, corrupted_cifar):
+    def changed(out: np.ndarray) -> float:
+        return float((np.abs(out.astype(int) - hwc(clean).astype(int)).max(axis=-1) > 2).mean())
+
+    for severity, (ours, ref) in enumerate(zip(*corrupted_cifar("spatter")), start=1):
         assert changed(ours) == pytest.approx(changed(ref), abs=0.05, rel=0.2), severity
 
 
