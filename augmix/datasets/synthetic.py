@@ -151,10 +151,9 @@ def _background(rand: _Sampler, x: torch.Tensor, y: torch.Tensor, size: int) -> 
     image = start + (end - start) * ramp
     octaves = (4, 8, 16)
     amplitudes = [rand.uniform(0.02, 0.18), rand.uniform(0.02, 0.12), rand.uniform(0.0, 0.08)]
-    luminance = _smooth_noise(rand, 1, octaves, amplitudes, size)
-    chroma = _smooth_noise(rand, 3, octaves, [0.35 * a for a in amplitudes], size)
-    image += luminance
-    image += chroma
+    noise = _smooth_noise(rand, 4, octaves, amplitudes, size)  # channel 0: luminance, 1-3: colour
+    image += noise[:, :1]
+    image.add_(noise[:, 1:], alpha=0.35)
     return _composite_clutter(image, rand, x, y, size)
 
 
@@ -162,23 +161,19 @@ def _composite_clutter(image: torch.Tensor, rand: _Sampler, x: torch.Tensor, y: 
     """Paint BLOBS small discs, then TWIGS thin bars, over the background (in place)."""
     centre_x = rand.uniform(-1, 1, BLOBS + TWIGS, 1, 1)
     centre_y = rand.uniform(-1, 1, BLOBS + TWIGS, 1, 1)
-    dx, dy = x[:, 0] - centre_x, y[:, 0] - centre_y  # [B,K,1,S], [B,K,S,1]
-    blob_alpha = _soft(torch.hypot(dx[:, :BLOBS], dy[:, :BLOBS]), size, rand.uniform(0.06, 0.2, BLOBS, 1, 1))
+    dx, dy = x[:, 0] - centre_x, y[:, 0] - centre_y  # [B,K,1,S], [B,K,S,1]: separable
+    blob_distance = (dx[:, :BLOBS] ** 2 + dy[:, :BLOBS] ** 2).sqrt_()
+    blob_alpha = _soft(blob_distance, size, rand.uniform(0.06, 0.2, BLOBS, 1, 1)).mul_(rand.uniform(0.0, 0.8, BLOBS, 1, 1))
     angle = rand.uniform(0, TWO_PI, TWIGS, 1, 1)
     cos, sin = torch.cos(angle), torch.sin(angle)
     along = (dx[:, BLOBS:] * cos + dy[:, BLOBS:] * sin).abs_().sub_(rand.uniform(0.2, 0.6, TWIGS, 1, 1))
     across = (dy[:, BLOBS:] * cos - dx[:, BLOBS:] * sin).abs_().sub_(rand.uniform(0.02, 0.05, TWIGS, 1, 1))
-    twig_alpha = _soft(torch.maximum(along, across), size)
-    alpha = torch.cat([blob_alpha * rand.uniform(0.0, 0.8, BLOBS, 1, 1), twig_alpha * rand.uniform(0.0, 0.7, TWIGS, 1, 1)], dim=1)
-    colours = torch.cat(
-        [
-            _hsv_to_rgb(rand.uniform(0, 1, BLOBS), rand.uniform(0.1, 0.8, BLOBS), rand.uniform(0.1, 1.0, BLOBS)),
-            _hsv_to_rgb(rand.uniform(0, 1, TWIGS), rand.uniform(0.0, 0.5, TWIGS), rand.uniform(0.05, 0.7, TWIGS)),
-        ],
-        dim=1,
-    )  # [B,K,3]
-    for layer in range(BLOBS + TWIGS):
-        image.lerp_(colours[:, layer, :, None, None].expand_as(image), alpha[:, layer : layer + 1])
+    twig_alpha = _soft(torch.maximum(along, across), size).mul_(rand.uniform(0.0, 0.7, TWIGS, 1, 1))
+    blob_colours = _hsv_to_rgb(rand.uniform(0, 1, BLOBS), rand.uniform(0.1, 0.8, BLOBS), rand.uniform(0.1, 1.0, BLOBS))
+    twig_colours = _hsv_to_rgb(rand.uniform(0, 1, TWIGS), rand.uniform(0.0, 0.5, TWIGS), rand.uniform(0.05, 0.7, TWIGS))
+    for alpha, colours in ((blob_alpha, blob_colours), (twig_alpha, twig_colours)):  # [B,K,S,S], [B,K,3]
+        for layer in range(alpha.shape[1]):
+            image.lerp_(colours[:, layer, :, None, None].expand_as(image), alpha[:, layer : layer + 1])
     return image
 
 
