@@ -167,87 +167,120 @@ def solarize(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- geometric ops
+#
+# libImaging's bilinear affine sampler maps output pixel centre (x+.5, y+.5) to the source point
+# (a x + b y + c, d x + e y + f); a source point outside [0,W)x[0,H) gives 0; otherwise the point
+# shifted by -.5 is interpolated between its floor neighbours, clamped to the image, as two row
+# lerps and one column lerp, and the result is truncated to uint8.
+#
+# Here the source coordinates are float32 outer sums of per-column and per-row terms (an affine map
+# is separable that way), the four neighbours are read with one flat int32 index_select each from
+# padded planes that build the clamping in, and points outside the image index a zero margin.
+# float32 instead of PIL's double can move a truncation by one level where PIL's value lies within
+# ~1e-4 of an integer, a small fraction of pixels (the parity criterion allows a 1-level difference
+# on under 1% of them); coefficients that are small integers or halves stay exact.
 
 
-def _bilinear_value(first: torch.Tensor, second: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """libImaging's BILINEAR(v, a, b, d): a + (b - a) * d, in the dtype of the operands (PIL: double)."""
-    # Separate multiply and add: a fused multiply-add rounds once where PIL rounds twice.
-    return (second - first).mul_(weight).add_(first)
+def _padded_planes(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [B*3*(H+4)*(W+2)]: each plane with a clamped copy of its border around it, then 2 zero rows.
 
-
-def _affine_bilinear(images: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
-    """PIL's Image.transform(size, AFFINE, coeffs, BILINEAR), per image coefficients float64 [B,6].
-
-    libImaging maps output pixel centre (x+.5, y+.5) to the source point (a x + b y + c, d x + e y + f)
-    in double precision; a source point outside [0,W)x[0,H) gives 0; otherwise the point shifted
-    by -.5 is interpolated between its floor neighbours (clamped to the image) as two row lerps and
-    one column lerp, and the result is truncated to uint8.  Coordinates stay float64 so that the
-    inside test and the neighbours agree with PIL; the lerps run in float32, which can move a
-    truncation by one level only when PIL's value lies within ~1e-5 of an integer.
+    Plane row r, column s hold pixel (clamp(r-1), clamp(s-1)), so the neighbours of source cell
+    (y0, x0), y0 in -1..H-1, are the flat positions p, p+1, p+W+2, p+W+3 with p = (y0+1)(W+2) + x0+1,
+    already clamped as PIL clamps them. The zero rows (H+2, H+3) give 0 for any point that indexes them.
     """
     batch, channels, height, width = images.shape
-    device = images.device
-    xs = _pixel_centres(width, device).view(1, 1, width)
-    ys = _pixel_centres(height, device).view(1, height, 1)
-    a, b, c, d, e, f = (column.view(batch, 1, 1) for column in coeffs.to(torch.float64).unbind(1))
-    source_x = (a * xs + b * ys).add_(c)
-    source_y = (d * xs + e * ys).add_(f)
+    planes = images.new_empty(batch, channels, height + 4, width + 2)
+    planes[:, :, 1:height + 1, 1:width + 1] = images
+    planes[:, :, 1:height + 1, 0] = images[:, :, :, 0]
+    planes[:, :, 1:height + 1, width + 1] = images[:, :, :, width - 1]
+    planes[:, :, 0] = planes[:, :, 1]
+    planes[:, :, height + 1] = planes[:, :, height]
+    planes[:, :, height + 2:] = 0
+    return planes.view(-1)
+
+
+def _neighbour_index(images: torch.Tensor, row: torch.Tensor, column: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """int32 [B*3*H*W]: each output pixel's position p in its own padded plane (see _padded_planes).
+
+    row, column: float32 broadcastable to [B,H,W], floor cells (-1..H-1, -1..W-1) where inside.
+    """
+    batch, channels, height, width = images.shape
+    padded_width = width + 2
+    position = torch.add(column, row, alpha=padded_width).add_(padded_width + 1).expand(batch, height, width)
+    position = position.masked_fill(~inside, (height + 2) * padded_width)  # the zero margin
+    plane_size = (height + 4) * padded_width
+    starts = torch.arange(0, batch * channels * plane_size, plane_size, dtype=torch.int32, device=images.device)
+    index = position.to(torch.int32).view(batch, 1, height * width) + starts.view(batch, channels, 1)
+    return index.view(-1)
+
+
+def _read(planes: torch.Tensor, index: torch.Tensor, offset: int) -> torch.Tensor:
+    """planes[index + offset] as float32, without forming index + offset (a view shifted by offset)."""
+    return planes[offset:].index_select(0, index).to(torch.float32)
+
+
+def _finish(value: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """PIL's (UINT8) cast of a value in [0, 255]: truncation; float -> int32 -> uint8 is the fast path."""
+    return value.to(torch.int32).to(torch.uint8).view(images.shape)
+
+
+def _sample_bilinear(images: torch.Tensor, source_x: torch.Tensor, source_y: torch.Tensor) -> torch.Tensor:
+    """PIL's bilinear sample at source points float32 [B,H,W] (x and y, pixel-centre convention)."""
+    batch, channels, height, width = images.shape
     inside = (source_x >= 0) & (source_x < width) & (source_y >= 0) & (source_y < height)
-    source_x.sub_(0.5)
-    source_y.sub_(0.5)
-    x0 = source_x.floor()
-    y0 = source_y.floor()
-    dx = source_x.sub_(x0).to(torch.float32).view(batch, 1, height * width)
-    dy = source_y.sub_(y0).to(torch.float32).view(batch, 1, height * width)
-    col0 = x0.to(torch.int64)
-    row0 = y0.to(torch.int64)
-    col1 = (col0 + 1).clamp_(0, width - 1)
-    row1 = (row0 + 1).clamp_(0, height - 1).mul_(width)
-    col0.clamp_(0, width - 1)
-    row0.clamp_(0, height - 1).mul_(width)
-
-    flat = images.reshape(batch, channels, height * width)
-
-    def sample(index: torch.Tensor) -> torch.Tensor:
-        index = index.view(batch, 1, height * width).expand(batch, channels, height * width)
-        return torch.gather(flat, 2, index).to(torch.float32)
-
-    top = _bilinear_value(sample(row0 + col0), sample(row0 + col1), dx)
-    bottom = _bilinear_value(sample(row1 + col0), sample(row1 + col1), dx)
-    value = _bilinear_value(top, bottom, dy).to(torch.uint8)
-    value.mul_(inside.view(batch, 1, height * width))
-    return value.view(batch, channels, height, width)
+    column = source_x.sub_(0.5).floor()
+    row = source_y.sub_(0.5).floor()
+    weight_x = source_x.sub_(column).view(batch, 1, height * width)
+    weight_y = source_y.sub_(row).view(batch, 1, height * width)
+    planes = _padded_planes(images)
+    index = _neighbour_index(images, row, column, inside)
+    padded_width = width + 2
+    shape = (batch, channels, height * width)
+    top = torch.lerp(_read(planes, index, 0).view(shape), _read(planes, index, 1).view(shape), weight_x)
+    bottom = torch.lerp(_read(planes, index, padded_width).view(shape),
+                        _read(planes, index, padded_width + 1).view(shape), weight_x)
+    return _finish(torch.lerp(top, bottom, weight_y), images)
 
 
-def _shift_lines(images: torch.Tensor, offsets: torch.Tensor, dim: int) -> torch.Tensor:
-    """The affine transforms that move pixels along one axis only: shear and translate.
+def _shift_along(images: torch.Tensor, shift: torch.Tensor, dim: int) -> torch.Tensor:
+    """The affine maps that move pixels along one axis only (shear, translate): two neighbours, not four.
 
-    `offsets` float64 [B,L] holds, per image and per line (row for dim=3, column for dim=2), the
-    term c in PIL's source coordinate (i + .5) + c along `dim`.  The other coordinate stays a pixel
-    centre, so PIL's second lerp has weight 0 and returns the first exactly: two neighbours, not
-    four.  The coordinate is still formed per pixel in float64 as PIL does, because "nice" shears
-    (0.2, 0.25) put products on integers where an ulp decides the truncation.  An integral c
-    (translate) is a pure shift with no interpolation at all.
+    shift: float64 [B, lines], per image and line (row for dim=3, column for dim=2), the term t in
+    PIL's source coordinate (i + .5) + t along `dim`; the other coordinate is a pixel centre, where
+    PIL's second lerp has weight 0 and returns the first exactly. Unlike rotate, the coordinate and
+    the lerp stay in double as in PIL: shears such as 0.2 or 0.3 put many lerps exactly on an
+    integer, where PIL's last-ulp rounding decides the truncation. An integral t everywhere
+    (translate) is a pure shift with no arithmetic at all.
     """
     batch, channels, height, width = images.shape
     length = images.shape[dim]
-    if dim == 3:
-        line_shape, position_shape = (batch, 1, height, 1), (1, 1, 1, width)
-    else:
-        line_shape, position_shape = (batch, 1, 1, width), (1, 1, height, 1)
-    source = _pixel_centres(length, images.device).view(position_shape) + offsets.reshape(line_shape)
+    line_shape = (batch, height, 1) if dim == 3 else (batch, 1, width)
+    centres = _pixel_centres(length, images.device)
+    centres = centres.view(1, 1, width) if dim == 3 else centres.view(1, height, 1)
+    source = shift.view(line_shape) + centres  # PIL: 1.0 * (i + .5) + t, in double
     inside = (source >= 0) & (source < length)
-    lower = source.sub_(0.5).floor()
-    index0 = lower.to(torch.int64)
-    near_index = index0.clamp(0, length - 1).expand(batch, channels, height, width)
-    near = torch.gather(images, dim, near_index)
-    if bool((offsets == offsets.floor()).all()):
-        return near.mul_(inside)
-    fraction = source.sub_(lower)
-    far_index = index0.add_(1).clamp_(0, length - 1).expand(batch, channels, height, width)
-    far = torch.gather(images, dim, far_index)
-    value = _bilinear_value(near.to(torch.float64), far.to(torch.float64), fraction)
-    return value.to(torch.uint8).mul_(inside)
+    source.sub_(0.5)
+    cell = source.floor()
+    lines = torch.arange(images.shape[5 - dim], dtype=torch.float32, device=images.device)
+    if dim == 3:
+        index = _neighbour_index(images, lines.view(1, height, 1), cell.to(torch.float32), inside)
+    else:
+        index = _neighbour_index(images, cell.to(torch.float32), lines.view(1, 1, width), inside)
+    planes = _padded_planes(images)
+    if bool((shift == shift.floor()).all()):
+        return planes.index_select(0, index).view(images.shape)
+    weight = source.sub_(cell).view(batch, 1, height * width)
+    step = 1 if dim == 3 else width + 2
+    near = planes.index_select(0, index).to(torch.float64)
+    far = planes[step:].index_select(0, index).to(torch.float64)
+    shape = (batch, channels, height * width)
+    value = far.sub_(near).view(shape).mul_(weight).add_(near.view(shape))  # PIL: a + (b - a) * d
+    return _finish(value, images)
+
+
+def _outer_sum(per_row: torch.Tensor, per_column: torch.Tensor) -> torch.Tensor:
+    """float32 [B,H,W] with [b, y, x] = per_row[b, y] + per_column[b, x] (float64 terms rounded once each)."""
+    return per_row.to(torch.float32).unsqueeze(2) + per_column.to(torch.float32).unsqueeze(1)
 
 
 def _pixel_centres(count: int, device: torch.device) -> torch.Tensor:
@@ -261,44 +294,45 @@ def rotate(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     height, width = images.shape[2:]
     # Image.rotate: angle % 360, -radians, cos/sin rounded to 15 decimals, centre (w/2, h/2).
     radians = -((degrees % 360.0) * (torch.pi / 180.0))
-    cos = torch.round(torch.cos(radians), decimals=15)
-    sin = torch.round(torch.sin(radians), decimals=15)
-    neg_sin = torch.round(-torch.sin(radians), decimals=15)
+    cos = torch.round(torch.cos(radians), decimals=15).view(-1, 1)
+    sin = torch.round(torch.sin(radians), decimals=15).view(-1, 1)
+    neg_sin = torch.round(-torch.sin(radians), decimals=15).view(-1, 1)
     centre_x, centre_y = width / 2, height / 2
     c = cos * -centre_x + sin * -centre_y + 0.0 + centre_x
     f = neg_sin * -centre_x + cos * -centre_y + 0.0 + centre_y
-    coeffs = torch.stack([cos, sin, c, neg_sin, cos, f], dim=1)
-    return _affine_bilinear(images, coeffs)
+    xs = _pixel_centres(width, images.device)
+    ys = _pixel_centres(height, images.device)
+    source_x = _outer_sum(sin * ys, cos * xs + c)
+    source_y = _outer_sum(cos * ys + f, neg_sin * xs)
+    return _sample_bilinear(images, source_x, source_y)
 
 
 def shear_x(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, s, 0, 0, 1, 0), BILINEAR): row y moves by s (y + .5)."""
     _check_images(images)
-    shear = _as_magnitude(magnitude, images, "shear_x coefficient")
-    offsets = shear.view(-1, 1) * _pixel_centres(images.shape[2], images.device)
-    return _shift_lines(images, offsets, dim=3)
+    shear = _as_magnitude(magnitude, images, "shear_x coefficient").view(-1, 1)
+    return _shift_along(images, shear * _pixel_centres(images.shape[2], images.device), dim=3)
 
 
 def shear_y(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, 0, 0, s, 1, 0), BILINEAR): column x moves by s (x + .5)."""
     _check_images(images)
-    shear = _as_magnitude(magnitude, images, "shear_y coefficient")
-    offsets = shear.view(-1, 1) * _pixel_centres(images.shape[3], images.device)
-    return _shift_lines(images, offsets, dim=2)
+    shear = _as_magnitude(magnitude, images, "shear_y coefficient").view(-1, 1)
+    return _shift_along(images, shear * _pixel_centres(images.shape[3], images.device), dim=2)
 
 
 def translate_x(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, 0, t, 0, 1, 0), BILINEAR): output pixel x shows source x + t."""
     _check_images(images)
     pixels = _as_magnitude(magnitude, images, "translate_x pixels")
-    return _shift_lines(images, pixels.view(-1, 1).expand(-1, images.shape[2]), dim=3)
+    return _shift_along(images, pixels.view(-1, 1).repeat(1, images.shape[2]), dim=3)
 
 
 def translate_y(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, 0, 0, 0, 1, t), BILINEAR): output pixel y shows source y + t."""
     _check_images(images)
     pixels = _as_magnitude(magnitude, images, "translate_y pixels")
-    return _shift_lines(images, pixels.view(-1, 1).expand(-1, images.shape[3]), dim=2)
+    return _shift_along(images, pixels.view(-1, 1).repeat(1, images.shape[3]), dim=2)
 
 
 # --------------------------------------------------------------------------- ImageEnhance ops
