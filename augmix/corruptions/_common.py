@@ -194,17 +194,26 @@ def opencv_gaussian_kernel1d(size: int, sigma: float, dtype: torch.dtype = torch
     return (weights / weights.sum()).to(dtype=dtype, device=device)
 
 
+def filter_matrix(length: int, kernel: Tensor, mode: str) -> Tensor:
+    """Correlation with an odd 1-D kernel along an axis of `length`, boundary folded in: [length, length]."""
+    radius = kernel.numel() // 2
+    outputs = torch.arange(length).reshape(-1, 1)
+    sources = boundary_map(outputs + torch.arange(-radius, radius + 1).reshape(1, -1), length, mode)
+    matrix = torch.zeros(length * length, dtype=torch.float64)
+    matrix.index_add_(0, (outputs * length + sources).reshape(-1), kernel.to(torch.float64).cpu().repeat(length))
+    return matrix.reshape(length, length)
+
+
 def separable_filter(images: Tensor, kernel_y: Tensor, kernel_x: Tensor, mode: str) -> Tensor:
-    """Correlate the last two dims of [B,C,H,W] with 1-D kernels (odd length), scipy boundary mode."""
-    batch, channels, height, width = images.shape
-    radius_y = kernel_y.numel() // 2
-    radius_x = kernel_x.numel() // 2
-    flat = images.reshape(batch * channels, 1, height, width)
-    flat = pad(flat, radius_y, radius_y, 0, 0, mode)
-    flat = F.conv2d(flat, kernel_y.to(flat).reshape(1, 1, -1, 1))
-    flat = pad(flat, 0, 0, radius_x, radius_x, mode)
-    flat = F.conv2d(flat, kernel_x.to(flat).reshape(1, 1, 1, -1))
-    return flat.reshape(batch, channels, height, width)
+    """Correlate the last two dims of [B,C,H,W] with 1-D kernels (odd length), scipy boundary mode.
+
+    Done as rows @ x @ cols^T with the boundary folded into the matrices: two GEMMs beat a
+    49-tap convolution on CPU, and kernels longer than the image need no special case.
+    """
+    height, width = images.shape[-2:]
+    rows = filter_matrix(height, kernel_y, mode).to(device=images.device, dtype=images.dtype)
+    cols = filter_matrix(width, kernel_x, mode).to(device=images.device, dtype=images.dtype)
+    return rows @ images @ cols.T
 
 
 def gaussian_blur(images: Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> Tensor:

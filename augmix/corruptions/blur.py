@@ -123,18 +123,21 @@ def local_shuffle(images: Tensor, max_delta: int, iterations: int, generator: to
     rows = torch.arange(height - max_delta, max_delta, -1, device=images.device)
     cols = torch.arange(width - max_delta, max_delta, -1, device=images.device)
     positions = (rows.reshape(-1, 1) * width + cols.reshape(1, -1)).reshape(-1)[order]
-    pixels = images.permute(0, 2, 3, 1).reshape(batch, height * width, channels).clone()
+    # one int64 per pixel (channels packed bytewise) makes each swap a single gather + scatter
+    packed = images.to(torch.int64)
+    shifts = (8 * torch.arange(channels, device=images.device)).reshape(1, channels, 1, 1)
+    pixels = (packed << shifts).sum(dim=1).reshape(batch, height * width)
     for _ in range(iterations):
         draws = randint((batch, order.numel(), 2), -max_delta, max_delta, generator, images.device)
         draws = draws[:, order]
         targets = positions.reshape(1, -1) + draws[..., 1] * width + draws[..., 0]
+        pairs = torch.stack([positions.reshape(1, -1).expand(batch, -1), targets], dim=2)  # [B, V, 2]
         for start, stop in bounds:
-            here = positions[start:stop].reshape(1, -1, 1).expand(batch, -1, channels)
-            there = targets[:, start:stop].unsqueeze(-1).expand(-1, -1, channels)
-            here_values = pixels.gather(1, here)
-            pixels.scatter_(1, here, pixels.gather(1, there))
-            pixels.scatter_(1, there, here_values)
-    return pixels.reshape(batch, height, width, channels).permute(0, 3, 1, 2).contiguous()
+            index = pairs[:, start:stop].reshape(batch, 2 * (stop - start))
+            values = pixels.gather(1, index)
+            pixels.scatter_(1, index, values.reshape(batch, stop - start, 2).flip(2).reshape(batch, -1))
+    unpacked = (pixels.reshape(batch, 1, height, width) >> shifts) & 0xFF
+    return unpacked.to(images.dtype)
 
 
 def defocus_blur(images: Tensor, severity: int, preset: str, generator: torch.Generator | None) -> Tensor:
