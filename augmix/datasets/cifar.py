@@ -131,7 +131,7 @@ class _SafeUnpickler(pickle.Unpickler):
 
 def _load_pickle(location: Location) -> dict:
     try:
-        with location.filesystem.open_input_stream(location.path) as handle:
+        with location.open_input_file() as handle:
             payload = handle.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"CIFAR batch file missing: {location.display}") from None

@@ -131,7 +131,7 @@ def _npy_header(location: Location) -> tuple[tuple[int, ...], np.dtype]:
 
 def _parse_header(location: Location) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """(shape, fortran_order, dtype, data offset)."""
-    with location.filesystem.open_input_file(location.path) as handle:
+    with location.open_input_file() as handle:
         prefix = handle.read(HEADER_PREFIX_BYTES + 2)
         if prefix[:6] != b"\x93NUMPY":
             raise ValueError(f"{location.display}: not a .npy file")
@@ -164,7 +164,7 @@ def _read_rows_ranged(location: Location, start: int, count: int) -> np.ndarray:
     """Rows [start, start+count) through one seek and one read."""
     shape, _, dtype, offset = _parse_header(location)
     row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-    with location.filesystem.open_input_file(location.path) as handle:
+    with location.open_input_file() as handle:
         handle.seek(offset + start * row_bytes)
         payload = handle.read(count * row_bytes)
     if len(payload) != count * row_bytes:

@@ -26,7 +26,19 @@ class Location:
         return Location(self.filesystem, path, display)
 
     def info(self) -> pafs.FileInfo:
-        return self.filesystem.get_file_info(self.path)
+        try:
+            return self.filesystem.get_file_info(self.path)
+        except OSError as error:
+            raise unreadable(self, error) from None
+
+    def open_input_file(self):
+        """A seekable reader; unreachable or unreadable sources raise one ValueError naming them."""
+        try:
+            return self.filesystem.open_input_file(self.path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.display} not found") from None
+        except OSError as error:
+            raise unreadable(self, error) from None
 
     def exists(self) -> bool:
         return self.info().type != pafs.FileType.NotFound
@@ -56,3 +68,8 @@ def locate(path: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -
         return Location(filesystem, inner, text)
     absolute = os.path.abspath(os.path.expanduser(text))
     return Location(pafs.LocalFileSystem(), absolute, text)
+
+
+def unreadable(location: Location, error: OSError) -> ValueError:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ValueError(f"cannot read {location.display}: {first_line}")

@@ -131,7 +131,7 @@ def _read_file(
     location: Location, image_column: str, label_column: str, limit: int | None
 ) -> tuple[pa.Table, list[str] | None]:
     try:
-        with location.filesystem.open_input_file(location.path) as handle:
+        with location.open_input_file() as handle:
             parquet = pq.ParquetFile(handle)
             schema = parquet.schema_arrow
             missing = [c for c in (image_column, label_column) if c not in schema.names]
