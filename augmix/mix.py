@@ -71,48 +71,50 @@ class AugMixPlan:
         )
 
 
-def _log_standard_gamma(concentration: Tensor, generator: torch.Generator | None) -> Tensor:
-    """log of Gamma(concentration, 1) draws, exact, driven only by `generator`.
+def log_standard_gamma(alpha: float, shape: tuple[int, ...], generator: torch.Generator | None = None,
+                       device: torch.device | str = "cpu") -> Tensor:
+    """float64 log of Gamma(alpha, 1) draws of `shape`, exact, driven only by `generator`.
 
-    Marsaglia & Tsang (2000) rejection for shape >= 1, vectorised: every pending draw gets a fresh
-    normal/uniform pair per round (acceptance > 95%, so a handful of rounds). Shapes < 1 use
-    Gamma(a) = Gamma(a + 1)·U^(1/a), kept in log space so tiny alphas cannot underflow to 0.
+    torch's own gamma sampler takes no generator, so this is Marsaglia & Tsang (2000) rejection for
+    shape >= 1, vectorised: a pool of normal/uniform pairs is drawn and the accepted candidates (> 95%)
+    are taken in order; independent accepted candidates are independent Gamma draws. alpha < 1 uses Gamma(alpha) = Gamma(alpha + 1)·U^(1/alpha), kept in log
+    space so that tiny alphas cannot underflow to 0.
     """
-    dtype, device = torch.float64, concentration.device
-    out_shape = concentration.shape
-    concentration = concentration.reshape(-1)
-    boosted = concentration < 1.0
-    shape = torch.where(boosted, concentration + 1.0, concentration)
-    d = shape - 1.0 / 3.0
-    c = 1.0 / torch.sqrt(9.0 * d)
-    log_gamma = torch.empty_like(shape)
-    pending = torch.arange(shape.numel(), device=device)
-    while pending.numel() > 0:
-        x = torch.randn(pending.numel(), generator=generator, dtype=dtype, device=device)
-        u = 1.0 - torch.rand(pending.numel(), generator=generator, dtype=dtype, device=device)  # (0, 1]
-        d_p, c_p = d[pending], c[pending]
-        v = (1.0 + c_p * x) ** 3
+    dtype = torch.float64
+    boosted = alpha < 1.0
+    d = (alpha + 1.0 if boosted else alpha) - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    count = math.prod(shape)
+    log_gamma = torch.empty(count, dtype=dtype, device=device)
+    filled = 0
+    while filled < count:  # one round almost always: the pool covers the ~5% rejections with a margin
+        needed = count - filled
+        pool = needed + needed // 8 + 32
+        x = torch.randn(pool, generator=generator, dtype=dtype, device=device)
+        u = 1.0 - torch.rand(pool, generator=generator, dtype=dtype, device=device)  # (0, 1]
+        v = (1.0 + c * x) ** 3
         log_v = torch.log(v.clamp_min(torch.finfo(dtype).tiny))
-        accepted = (v > 0) & (torch.log(u) < 0.5 * x * x + d_p - d_p * v + d_p * log_v)
-        log_gamma[pending[accepted]] = torch.log(d_p[accepted]) + log_v[accepted]
-        pending = pending[~accepted]
-    u_boost = 1.0 - torch.rand(shape.shape, generator=generator, dtype=dtype, device=device)
-    return torch.where(boosted, log_gamma + torch.log(u_boost) / concentration, log_gamma).view(out_shape)
+        accepted = (v > 0) & (torch.log(u) < 0.5 * x * x + d - d * v + d * log_v)
+        values = log_v[accepted][:needed]
+        log_gamma[filled:filled + values.numel()] = values + math.log(d)
+        filled += values.numel()
+    if boosted:
+        u_boost = 1.0 - torch.rand(count, generator=generator, dtype=dtype, device=device)
+        log_gamma += torch.log(u_boost) / alpha
+    return log_gamma.view(shape)
 
 
-def sample_dirichlet(alpha: float, batch: int, width: int, generator: torch.Generator | None = None,
-                     device: torch.device | str = "cpu") -> Tensor:
-    """float32 [batch, width] rows ~ Dirichlet(alpha, ..., alpha), as normalised Gamma(alpha) draws."""
-    concentration = torch.full((batch, width), float(alpha), dtype=torch.float64, device=device)
-    return torch.softmax(_log_standard_gamma(concentration, generator), dim=1).float()
+def sample_mixing_weights(alpha: float, batch: int, width: int, generator: torch.Generator | None = None,
+                          device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """(chain weights float32 [batch, width] ~ Dirichlet(alpha), skip weight float32 [batch] ~ Beta(alpha, alpha)).
 
-
-def sample_beta(alpha: float, batch: int, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu") -> Tensor:
-    """float32 [batch] ~ Beta(alpha, alpha) = G1 / (G1 + G2) with G ~ Gamma(alpha)."""
-    concentration = torch.full((2, batch), float(alpha), dtype=torch.float64, device=device)
-    log_gamma = _log_standard_gamma(concentration, generator)
-    return torch.sigmoid(log_gamma[0] - log_gamma[1]).float()
+    Both come from one set of Gamma(alpha) draws: a Dirichlet row is normalised Gammas, and
+    Beta(alpha, alpha) = G1 / (G1 + G2).
+    """
+    log_gamma = log_standard_gamma(alpha, (batch, width + 2), generator, device)
+    chain_weights = torch.softmax(log_gamma[:, :width], dim=1).float()
+    skip_weight = torch.sigmoid(log_gamma[:, width] - log_gamma[:, width + 1]).float()
+    return chain_weights, skip_weight
 
 
 def sample_augmix_plan(
@@ -127,8 +129,7 @@ def sample_augmix_plan(
     """Draw one AugmentAndMix plan per sample, as the reference does per image, on the generator's device."""
     device = generator.device if generator is not None else torch.device("cpu")
     max_depth = DEFAULT_MAX_DEPTH if depth == -1 else depth
-    chain_weights = sample_dirichlet(alpha, batch, width, generator, device)
-    skip_weight = sample_beta(alpha, batch, generator, device)
+    chain_weights, skip_weight = sample_mixing_weights(alpha, batch, width, generator, device)
     if depth == -1:
         depths = torch.randint(1, DEFAULT_MAX_DEPTH + 1, (batch, width, 1), generator=generator, device=device)
     else:
@@ -227,21 +228,34 @@ def _run_chains(images: Tensor, plans: Sequence[AugMixPlan]) -> Tensor:
     return _gather_rows(torch.cat(parked), position_of_row.to(images.device))
 
 
+MIX_BLOCK_BYTES = 1 << 20  # float32 output per mixing block: small enough to stay in L2 across the passes
+
+
 def _mix(images: Tensor, chains: Tensor, plan: AugMixPlan) -> Tensor:
     """m·x/255 + (1−m)·Σ_i w_i·chain_i/255 in float32 [B,3,H,W], straight from the uint8 tensors.
 
     Type promotion converts the uint8 operands on the fly, so no float copy of the chains is made;
-    1/255 and (1−m) are folded into the weights. The clean term divides by 255/m so that m = 1
-    reproduces x/255 bit for bit.
+    1/255 and (1−m) are folded into the weights, and the clean term divides by 255/m so that m = 1
+    reproduces x/255 bit for bit. The width + 2 elementwise passes run block by block (about 1 MiB of
+    output each) so that they hit the cache instead of memory: 4x faster at 224x224, where one image
+    is a block; at 32x32 a block holds ~85 images.
     """
     batch = images.shape[0]
     skip = plan.skip_weight.to(images.device, torch.float32).view(batch, 1)
     chain_scale = plan.chain_weights.to(images.device, torch.float32) * ((1.0 - skip) / 255.0)
-    per_chain = chains.view(batch, plan.width, -1)
-    mixed = torch.div(images.reshape(batch, -1), 255.0 / skip)
-    for chain in range(plan.width):
-        mixed.addcmul_(per_chain[:, chain], chain_scale[:, chain:chain + 1])
-    return mixed.clamp_(0.0, 1.0).view_as(images)  # float rounding may overshoot 1 by an ulp
+    clean_divisor = 255.0 / skip
+    pixels = images[0].numel() if batch else 1
+    flat_images = images.reshape(batch, pixels)
+    per_chain = chains.view(batch, plan.width, pixels)
+    mixed = torch.empty((batch, pixels), dtype=torch.float32, device=images.device)
+    block = batch if images.is_cuda else max(1, MIX_BLOCK_BYTES // (4 * pixels))
+    for start in range(0, batch, block):
+        rows = slice(start, start + block)
+        out = torch.div(flat_images[rows], clean_divisor[rows], out=mixed[rows])
+        for chain in range(plan.width):
+            out.addcmul_(per_chain[rows, chain], chain_scale[rows, chain:chain + 1])
+        out.clamp_(0.0, 1.0)  # float rounding may overshoot 1 by an ulp
+    return mixed.view_as(images)
 
 
 def _augment_views(images: Tensor, plans: Sequence[AugMixPlan]) -> list[Tensor]:
@@ -254,7 +268,7 @@ def _augment_views(images: Tensor, plans: Sequence[AugMixPlan]) -> list[Tensor]:
 
 
 def _to_unit_float(images: Tensor) -> Tensor:
-    return images.float().div_(255.0)
+    return torch.div(images, 255.0)  # promotes to float32 in one pass, same values as ToTensor
 
 
 def apply_plan(images: Tensor, plan: AugMixPlan) -> Tensor:

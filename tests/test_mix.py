@@ -13,11 +13,10 @@ from augmix import ops
 from augmix.mix import (
     AugMix,
     AugMixPlan,
-    _log_standard_gamma,
     apply_plan,
+    log_standard_gamma,
     sample_augmix_plan,
-    sample_beta,
-    sample_dirichlet,
+    sample_mixing_weights,
 )
 
 torch.set_num_threads(1)
@@ -88,15 +87,14 @@ def test_levels_uniform_and_signs_balanced(severity: int) -> None:
 
 @pytest.mark.parametrize("alpha", [0.2, 1.0, 3.5])
 def test_gamma_sampler_matches_gamma_distribution(alpha: float) -> None:
-    concentration = torch.full((20000,), alpha, dtype=torch.float64)
-    draws = _log_standard_gamma(concentration, _generator(5)).exp().numpy()
+    draws = log_standard_gamma(alpha, (20000,), _generator(5)).exp().numpy()
     assert stats.kstest(draws, stats.gamma(alpha).cdf).pvalue > 1e-3
     assert np.isfinite(np.log(draws)).all()
 
 
 @pytest.mark.parametrize(("alpha", "width"), [(1.0, 3), (0.5, 3), (3.0, 5), (0.1, 2)])
 def test_dirichlet_chain_weights_moments(alpha: float, width: int) -> None:
-    weights = sample_dirichlet(alpha, 20000, width, _generator(6)).double()
+    weights = sample_mixing_weights(alpha, 20000, width, _generator(6))[0].double()
     assert torch.allclose(weights.sum(1), torch.ones(20000, dtype=torch.float64), atol=1e-6)
     assert (weights >= 0).all()
     expected_var = (width - 1) / (width**2 * (width * alpha + 1))
@@ -110,7 +108,7 @@ def test_dirichlet_chain_weights_moments(alpha: float, width: int) -> None:
 
 @pytest.mark.parametrize("alpha", [0.3, 1.0, 4.0])
 def test_beta_skip_weight_moments(alpha: float) -> None:
-    skip = sample_beta(alpha, 20000, _generator(7)).double()
+    skip = sample_mixing_weights(alpha, 20000, 3, _generator(7))[1].double()
     assert ((skip >= 0) & (skip <= 1)).all()
     assert skip.mean().item() == pytest.approx(0.5, abs=0.01)
     assert skip.var().item() == pytest.approx(1 / (4 * (2 * alpha + 1)), rel=0.05)
