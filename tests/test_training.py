@@ -199,3 +199,32 @@ def test_driver_mode_training_writes_a_model_that_reproduces_its_validation_erro
     wrong, total = validation_counts(model, [{"clean": images, "label": torch.from_numpy(validation.labels)}],
                                      torch.device("cpu"), amp=False)
     assert total == 100 and wrong / total == pytest.approx(result.final_val_error)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(180)
+def test_large_parquet_streams_from_storage_with_files_held_out(ray_cluster, cifar10_dir, tmp_path, monkeypatch):
+    """Above STREAM_PARQUET_BYTES a Parquet source is read by Ray Data, validation = whole files."""
+    import pyarrow.parquet as pq
+
+    from orchestrator import pipeline
+    from orchestrator.config import build_config
+
+    source = pq.read_table(cifar10_dir / "train.parquet").slice(0, 400)
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for index in range(4):
+        shard = source.slice(100 * index, 100).rename_columns(["jpeg", "y", "path"])
+        pq.write_table(shard, folder / f"part-{index}.parquet")
+    monkeypatch.setattr(pipeline, "STREAM_PARQUET_BYTES", 0)
+    config = build_config({"data": {"name": "parquet", "path": str(folder), "image_column": "jpeg",
+                                    "label_column": "y", "validation_fraction": 0.25},
+                           "scaling": {"data_actors": 1, "cpus_per_data_actor": 0.5, "data_batch_size": 50}})
+    data = pipeline.build_datasets(config)
+    assert (data.train_size, data.validation_size) == (300, 100)
+    assert data.classes[0] == "airplane" and data.num_classes == 10
+    batch = data.train.take_batch(8)
+    assert set(batch) == {"clean", "aug1", "aug2", "label"} and batch["aug1"].dtype == np.uint8
+    assert batch["clean"].shape == (8, 3, 32, 32)
+    validation = data.validation.take_batch(100)
+    assert set(validation) == {"clean", "label"} and validation["clean"].shape == (100, 3, 32, 32)

@@ -131,13 +131,15 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def maybe_inject_failure(fault: dict[str, Any] | None, epoch: int, rank: int) -> None:
-    """Test hook: kill this worker process once at the start of `epoch` on `rank` (marker file = once)."""
+    """Test hook: kill this worker process once, after the training steps of `epoch` on `rank`, before
+    that epoch's report (marker file = once). Not at the epoch's start: a worker that dies right
+    after a report can race the controller collecting it, and the test wants a known last checkpoint."""
     if not fault or fault.get("epoch") != epoch or fault.get("rank") != rank:
         return
     marker = Path(fault["marker"])
     if marker.exists():
         return
-    marker.write_text(f"killed rank {rank} at the start of epoch {epoch}\n")
+    marker.write_text(f"killed rank {rank} at the end of epoch {epoch}\n")
     os._exit(1)
 
 
@@ -189,7 +191,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     previous_local_dir = None
 
     for epoch in range(start_epoch + 1, train["epochs"] + 1):
-        maybe_inject_failure(runtime.get("fault"), epoch, rank)
         if clock is not None:
             ray.get(clock.set.remote(epoch))
         seed = epoch_seed(train["seed"], epoch, rank)
@@ -222,6 +223,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 break
             tick = time.perf_counter()
         elapsed = time.perf_counter() - epoch_start
+        maybe_inject_failure(runtime.get("fault"), epoch, rank)
         wrong, total = (0, 0) if validation_shard is None else validation_counts(
             model, validation_shard.iter_torch_batches(batch_size=500), device, amp)
         loss_sum, ce_sum, jsd_sum, step_count, wrong, total, samples, wait_sum, time_sum = all_reduce_sums(
