@@ -219,11 +219,12 @@ def _run_chains(images: Tensor, plans: Sequence[AugMixPlan]) -> Tensor:
             results.append(_apply_op(ops[op_id], work[start:start + count], level[rows, step], sign[rows, step]))
             start += count
         row_at = row_at[finished:]
-        work = torch.cat(results) if len(results) > 1 else results[0]
-        if row_at.numel() == 0:
+        if not results:  # every chain has ended
             break
-    parked.append(work)
-    parked_rows.append(row_at)
+        work = torch.cat(results) if len(results) > 1 else results[0]
+    if row_at.numel():
+        parked.append(work)
+        parked_rows.append(row_at)
     position_of_row = torch.argsort(torch.cat(parked_rows))
     return _gather_rows(torch.cat(parked), position_of_row.to(images.device))
 
@@ -244,7 +245,7 @@ def _mix(images: Tensor, chains: Tensor, plan: AugMixPlan) -> Tensor:
     skip = plan.skip_weight.to(images.device, torch.float32).view(batch, 1)
     chain_scale = plan.chain_weights.to(images.device, torch.float32) * ((1.0 - skip) / 255.0)
     clean_divisor = 255.0 / skip
-    pixels = images[0].numel() if batch else 1
+    pixels = images[0].numel()
     flat_images = images.reshape(batch, pixels)
     per_chain = chains.view(batch, plan.width, pixels)
     mixed = torch.empty((batch, pixels), dtype=torch.float32, device=images.device)
@@ -262,6 +263,8 @@ def _augment_views(images: Tensor, plans: Sequence[AugMixPlan]) -> list[Tensor]:
     for plan in plans:
         if plan.batch != images.shape[0]:
             raise ValueError(f"plan batch must equal images batch {images.shape[0]}, got {plan.batch}")
+    if images.shape[0] == 0:
+        return [torch.empty(images.shape, dtype=torch.float32, device=images.device) for _ in plans]
     chains = _run_chains(images, plans)
     per_view = images.shape[0] * plans[0].width
     return [_mix(images, chains[v * per_view:(v + 1) * per_view], plan) for v, plan in enumerate(plans)]

@@ -176,6 +176,17 @@ def test_batched_equals_per_image_on_cifar_and_non_square(cifar_images) -> None:
     assert torch.allclose(apply_plan(wide, plan), _per_image_reference(wide, plan), atol=2e-6, rtol=0)
 
 
+def test_single_image_and_empty_batches() -> None:
+    """Tiny batches: with one image all chains often end before the last step; an empty batch passes."""
+    image = _random_images(1, 32, 24)
+    names = ops.AUGMENTATIONS
+    for seed in range(12):
+        plan = sample_augmix_plan(1, 3, -1, 3, 1.0, names, _generator(seed))
+        assert torch.allclose(apply_plan(image, plan), _per_image_reference(image, plan), atol=2e-6, rtol=0)
+    clean, aug1, aug2 = AugMix().triple(image[:0], _generator(0))
+    assert clean.shape == aug1.shape == aug2.shape == (0, 3, 32, 32) and aug1.dtype == torch.float32
+
+
 def test_skip_weight_one_returns_clean_and_zero_returns_chains() -> None:
     images = _random_images(8, 32, 15)
     plan = sample_augmix_plan(8, 3, -1, 3, 1.0, ops.AUGMENTATIONS, _generator(15))
