@@ -173,12 +173,13 @@ def solarize(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
 # shifted by -.5 is interpolated between its floor neighbours, clamped to the image, as two row
 # lerps and one column lerp, and the result is truncated to uint8.
 #
-# Here the source coordinates are float32 outer sums of per-column and per-row terms (an affine map
-# is separable that way), the four neighbours are read with one flat int32 index_select each from
-# padded planes that build the clamping in, and points outside the image index a zero margin.
-# float32 instead of PIL's double can move a truncation by one level where PIL's value lies within
-# ~1e-4 of an integer, a small fraction of pixels (the parity criterion allows a 1-level difference
-# on under 1% of them); coefficients that are small integers or halves stay exact.
+# An affine map is separable: each source coordinate is an outer sum of a per-row and a per-column
+# term, so no per-pixel matrix product is needed. Shear and translate move one axis only: their two
+# neighbours are read with flat int32 index_selects from padded planes that build PIL's clamping
+# in, with double lerps (cheap at two neighbours, and needed for "nice" shears). Rotate uses
+# grid_sample's fused float32 kernel; float32 instead of PIL's double can move a truncation by one
+# level where PIL's value lies within ~1e-3 of an integer, a small fraction of pixels (the parity
+# criterion allows a 1-level difference on under 1% of them).
 
 
 def _padded_planes(images: torch.Tensor) -> torch.Tensor:
@@ -214,32 +215,9 @@ def _neighbour_index(images: torch.Tensor, row: torch.Tensor, column: torch.Tens
     return index.view(-1)
 
 
-def _read(planes: torch.Tensor, index: torch.Tensor, offset: int) -> torch.Tensor:
-    """planes[index + offset] as float32, without forming index + offset (a view shifted by offset)."""
-    return planes[offset:].index_select(0, index).to(torch.float32)
-
-
 def _finish(value: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """PIL's (UINT8) cast of a value in [0, 255]: truncation; float -> int32 -> uint8 is the fast path."""
     return value.to(torch.int32).to(torch.uint8).view(images.shape)
-
-
-def _sample_bilinear(images: torch.Tensor, source_x: torch.Tensor, source_y: torch.Tensor) -> torch.Tensor:
-    """PIL's bilinear sample at source points float32 [B,H,W] (x and y, pixel-centre convention)."""
-    batch, channels, height, width = images.shape
-    inside = (source_x >= 0) & (source_x < width) & (source_y >= 0) & (source_y < height)
-    column = source_x.sub_(0.5).floor()
-    row = source_y.sub_(0.5).floor()
-    weight_x = source_x.sub_(column).view(batch, 1, height * width)
-    weight_y = source_y.sub_(row).view(batch, 1, height * width)
-    planes = _padded_planes(images)
-    index = _neighbour_index(images, row, column, inside)
-    padded_width = width + 2
-    shape = (batch, channels, height * width)
-    top = torch.lerp(_read(planes, index, 0).view(shape), _read(planes, index, 1).view(shape), weight_x)
-    bottom = torch.lerp(_read(planes, index, padded_width).view(shape),
-                        _read(planes, index, padded_width + 1).view(shape), weight_x)
-    return _finish(torch.lerp(top, bottom, weight_y), images)
 
 
 def _shift_along(images: torch.Tensor, shift: torch.Tensor, dim: int) -> torch.Tensor:
@@ -278,13 +256,32 @@ def _shift_along(images: torch.Tensor, shift: torch.Tensor, dim: int) -> torch.T
     return _finish(value, images)
 
 
-def _outer_sum(per_row: torch.Tensor, per_column: torch.Tensor) -> torch.Tensor:
-    """float32 [B,H,W] with [b, y, x] = per_row[b, y] + per_column[b, x] (float64 terms rounded once each)."""
-    return per_row.to(torch.float32).unsqueeze(2) + per_column.to(torch.float32).unsqueeze(1)
-
-
 def _pixel_centres(count: int, device: torch.device) -> torch.Tensor:
     return torch.arange(count, dtype=torch.float64, device=device).add_(0.5)
+
+
+def _sample_affine(images: torch.Tensor, column_terms: tuple[torch.Tensor, torch.Tensor],
+                   row_terms: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """PIL's bilinear affine sample with grid_sample's fused float32 kernel.
+
+    column_terms / row_terms: float64 ([B,W], [B,H]) pairs whose outer sums are the source x and
+    y of every output pixel. grid_sample clamps the source point where PIL clamps the neighbours,
+    which gives the same value for every point inside the image; points outside are sent far away
+    so that zero padding returns PIL's 0. Its weighted sum of four neighbours differs from PIL's
+    three lerps by float32 rounding, so 1e-3 is added before truncating: a value PIL lands exactly
+    on an integer (flat regions, axis-aligned angles) is not pushed below it.
+    """
+    batch, channels, height, width = images.shape
+    grid = torch.empty(batch, height, width, 2, dtype=torch.float32, device=images.device)
+    for axis, (per_column, per_row), size in ((0, column_terms, width), (1, row_terms, height)):
+        source = torch.add(per_row.unsqueeze(2), per_column.unsqueeze(1), out=grid[..., axis])
+        outside = (source < 0) | (source >= size)
+        # grid_sample (align_corners=False) reads pixel (g + 1) * size / 2 - .5: keep it within the
+        # pixel centres (PIL's clamp) and send outside points beyond the zero padding.
+        source.clamp_(0.5, size - 0.5).mul_(2.0 / size).sub_(1.0).masked_fill_(outside, -4.0)
+    value = torch.nn.functional.grid_sample(images.to(torch.float32), grid, mode="bilinear",
+                                            padding_mode="zeros", align_corners=False)
+    return _finish(value.add_(1e-3), images)
 
 
 def rotate(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
@@ -302,9 +299,7 @@ def rotate(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     f = neg_sin * -centre_x + cos * -centre_y + 0.0 + centre_y
     xs = _pixel_centres(width, images.device)
     ys = _pixel_centres(height, images.device)
-    source_x = _outer_sum(sin * ys, cos * xs + c)
-    source_y = _outer_sum(cos * ys + f, neg_sin * xs)
-    return _sample_bilinear(images, source_x, source_y)
+    return _sample_affine(images, (cos * xs + c, sin * ys), (neg_sin * xs, cos * ys + f))
 
 
 def shear_x(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
