@@ -23,11 +23,7 @@ from augmix.corruptions.digital import (
     saturate,
 )
 from augmix.corruptions.noise import gaussian_noise, impulse_noise, shot_noise, speckle_noise
-
-try:  # TEMPORARY until augmix/corruptions/weather.py lands
-    from augmix.corruptions.weather import fog, frost, snow, spatter
-except ImportError:  # pragma: no cover
-    fog = frost = snow = spatter = None  # type: ignore[assignment]
+from augmix.corruptions.weather import fog, frost, snow, spatter
 
 Kernel = Callable[[Tensor, int, str, "torch.Generator | None"], Tensor]
 
@@ -82,10 +78,7 @@ def corrupt(images: Tensor, name: str, severity: int, preset: str = "cifar",
     check_severity(severity)
     check_preset(preset)
     check_images(images)
-    kernel = KERNELS[name]
-    if kernel is None:  # pragma: no cover - only until weather.py exists
-        raise NotImplementedError(f"corruption {name!r} needs augmix.corruptions.weather")
-    return kernel(images, severity, preset, generator)
+    return KERNELS[name](images, severity, preset, generator)
 
 
 __all__ = [
