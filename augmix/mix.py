@@ -172,7 +172,7 @@ def _gather_rows(images: Tensor, index: Tensor) -> Tensor:
     viewed as int64 (a 32x32 RGB row is 384 words instead of 3072 bytes).
     """
     row_bytes = images[0].numel() if images.shape[0] else 0
-    if images.is_contiguous() and row_bytes % 8 == 0 and row_bytes > 0:
+    if images.is_contiguous() and row_bytes % 8 == 0 and row_bytes > 0 and images.storage_offset() % 8 == 0:
         words = images.view(images.shape[0], -1).view(torch.int64)
         return words.index_select(0, index).view(torch.uint8).view((index.shape[0],) + tuple(images.shape[1:]))
     return images.index_select(0, index)
@@ -261,6 +261,9 @@ def _mix(images: Tensor, chains: Tensor, plan: AugMixPlan) -> Tensor:
 
 def _augment_views(images: Tensor, plans: Sequence[AugMixPlan]) -> list[Tensor]:
     for plan in plans:
+        unknown = sorted(set(plan.ops) - set(augmix_ops.AUGMENTATIONS_ALL))
+        if unknown:
+            raise ValueError(f"plan ops {unknown} are not known; allowed: {list(augmix_ops.AUGMENTATIONS_ALL)}")
         if plan.batch != images.shape[0]:
             raise ValueError(f"plan batch must equal images batch {images.shape[0]}, got {plan.batch}")
     if images.shape[0] == 0:

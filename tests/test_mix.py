@@ -281,6 +281,19 @@ def test_plan_batch_must_match_images() -> None:
     plan = sample_augmix_plan(4, 3, -1, 3, 1.0, ops.AUGMENTATIONS, _generator(21))
     with pytest.raises(ValueError, match="batch"):
         apply_plan(_random_images(5), plan)
+    with pytest.raises(ValueError, match="not known"):
+        apply_plan(_random_images(4), dataclasses.replace(plan, ops=("rotate", "blur")))
+
+
+def test_non_contiguous_and_offset_inputs() -> None:
+    images = _random_images(9, 32, 25)
+    plan = sample_augmix_plan(8, 3, -1, 3, 1.0, ops.AUGMENTATIONS, _generator(25))
+    expected = apply_plan(images[1:].clone(), plan)
+    odd_offset = images.reshape(-1)[1:].clone()[images[0].numel() - 1 :].view(8, 3, 32, 32)  # offset 3071 bytes
+    assert odd_offset.storage_offset() % 8 != 0 and torch.equal(odd_offset, images[1:])
+    assert torch.equal(apply_plan(odd_offset, plan), expected)
+    channels_last = images[1:].contiguous(memory_format=torch.channels_last)
+    assert torch.equal(apply_plan(channels_last, plan), expected)
 
 
 @pytest.mark.gpu
