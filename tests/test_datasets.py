@@ -311,6 +311,17 @@ def test_parquet_corrupt_image_names_the_row(tmp_path):
         decode_images([encoded[0], encoded[1], b"GIF89a garbage"])
 
 
+def test_decode_mixed_sizes_needs_a_size():
+    wide = np.zeros((20, 40, 3), np.uint8)
+    wide[:, 15:25] = 200  # a centre stripe: Resize (x0.8) + CenterCrop keeps it, flanked by dark
+    encoded = [_jpeg(_random_images(1)[0]), _jpeg(wide)]
+    with pytest.raises(ValueError, match=r"row 1: image size 40x20 differs from row 0's 32x32"):
+        decode_images(encoded, source="mixed")
+    decoded = decode_images(encoded, source="mixed", size=16)
+    assert decoded.shape == (2, 16, 16, 3)
+    assert decoded[1, :, 4:12].mean() > 190 and decoded[1, :, :2].mean() < 20
+
+
 def test_parquet_label_out_of_range_and_missing_source(tmp_path):
     encoded = [_jpeg(image) for image in _random_images(5)]
     table = pa.table({"image": encoded, "label": [0, 1, 2, 7, 1]})
