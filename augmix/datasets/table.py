@@ -124,7 +124,7 @@ def decode_images(
 ) -> np.ndarray:
     """Encoded images → uint8 [N,H,W,3] RGB (grayscale and alpha images converted).
 
-    JPEG batches go through torchvision's batched libjpeg-turbo decoder (about 4x PIL on CIFAR);
+    JPEG batches go through torchvision's batched libjpeg-turbo decoder (about 3x PIL on CIFAR);
     other formats through PIL. A bad image raises ValueError naming its row (row_offset + index).
     Images of mixed sizes (ImageNet-style sources) need `size`: each image that is not
     size x size has its shorter side resized to `size` (bilinear, antialiased) and is centre
