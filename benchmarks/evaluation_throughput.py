@@ -74,8 +74,8 @@ def time_serial(cells: list[EvaluationCell], state: dict, test_set: TestSet, set
     return time.perf_counter() - start
 
 
-def _warm_up(workers: int) -> float:
-    """Start `workers` Ray workers and import the evaluation code in each; returns the seconds."""
+def _warm_up(count: int) -> float:
+    """Start `count` Ray workers and import the evaluation code in each; returns the seconds."""
     import ray
 
     @ray.remote(num_cpus=1)
@@ -86,9 +86,9 @@ def _warm_up(workers: int) -> float:
         return os.getpid()
 
     start = time.perf_counter()
-    pids = set(ray.get([touch.remote(i) for i in range(2 * workers)]))
-    if len(pids) < workers:
-        print(f"warning: only {len(pids)} Ray workers started for {workers} CPUs")
+    pids = set(ray.get([touch.remote(i) for i in range(2 * count)]))
+    if len(pids) < count:
+        print(f"warning: only {len(pids)} Ray workers started for {count} CPUs")
     return time.perf_counter() - start
 
 

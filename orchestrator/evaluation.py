@@ -198,8 +198,8 @@ def evaluate(config: Config, checkpoint: str, address: str | None = None) -> dic
     from orchestrator.ray_session import ensure_ray
     from orchestrator.report import aggregate, write_report
 
-    storage.check_writable(config.storage.uri)
     model = load_model_file(checkpoint)
+    storage.check_writable(config.storage.uri)
     check_spec(config, model.digest)
     cells = cells_for(config)
     todo = [cell for cell in cells if cell not in finished_cells(config)]
