@@ -77,7 +77,7 @@ def test_every_cell_present_and_sensible(full_run):
     for key in ("clean_error", "mce", "relative_mce", "mean_corruption_error", "config", "code_version"):
         assert results[key] is not None, key
     assert set(results["rms_calibration_error"]) >= {"clean", "corrupted"}
-    assert results["clean_error"] < 0.7, "the fixture model should be far from chance (0.9)"
+    assert results["clean_error"] < 0.8, "the fixture model should be clearly better than chance (0.9)"
     assert results["mean_corruption_error"] > results["clean_error"]
     growing = [name for name, row in results["corruption_errors"].items() if row[4] >= row[0]]
     assert len(growing) >= 11, f"error should grow with severity for most corruptions, only: {growing}"
