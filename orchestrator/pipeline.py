@@ -24,7 +24,7 @@ from augmix.datasets.split import train_validation_split
 from augmix.datasets.synthetic import synthetic_table
 from augmix.datasets.table import ImageTable
 from orchestrator.config import Config, DataConfig
-from workers.augment import VIEW_COLUMNS, AugmentStage, decode_batch, stage_mode
+from workers.augment import VIEW_COLUMNS, AugmentStage, decode_batch, decode_rows, stage_mode
 
 TARGET_MAX_BLOCK_BYTES = 8 * 1024 * 1024  # small blocks: the map stage and the trainers overlap
 ROWS_PER_BLOCK = 1000
@@ -172,8 +172,9 @@ def streamed_parquet_datasets(config: Config, files: list, clock_name: str | Non
     validation, validation_size = None, 0
     if validation_files:
         validation_size, _ = parquet_rows_and_classes(validation_files, data.label_column)
-        validation = augmented_dataset(read(validation_files), config, None, actors=1, mode="clean", train=False,
-                                       **names)
+        validation = read(validation_files).map_batches(
+            decode_rows, fn_kwargs={"image_size": data.image_size, **names},
+            num_cpus=config.scaling.cpus_per_data_actor, batch_size=config.scaling.data_batch_size)
     mode = stage_mode(config.augmix.enabled, config.augmix.jsd, config.augmix.placement)
     return PipelineData(train, validation, classes, train_size, validation_size, VIEW_COLUMNS[mode])
 

@@ -215,6 +215,7 @@ def test_large_parquet_streams_from_storage_with_files_held_out(ray_cluster, cif
     folder.mkdir()
     for index in range(4):
         shard = source.slice(100 * index, 100).rename_columns(["jpeg", "y", "path"])
+        shard = shard.replace_schema_metadata(source.schema.metadata)  # keeps the class names
         pq.write_table(shard, folder / f"part-{index}.parquet")
     monkeypatch.setattr(pipeline, "STREAM_PARQUET_BYTES", 0)
     config = build_config({"data": {"name": "parquet", "path": str(folder), "image_column": "jpeg",

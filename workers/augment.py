@@ -91,6 +91,16 @@ def decode_batch(images: np.ndarray, image_size: int, source: str = "batch") -> 
     return tensor
 
 
+def decode_rows(batch: dict[str, np.ndarray], image_size: int = 32, image_column: str = "image",
+                label_column: str = "label") -> dict[str, np.ndarray]:
+    """Validation rows → {clean uint8 [B,3,S,S], label}: stateless, so it runs as plain Ray Data tasks."""
+    for column in (image_column, label_column):
+        if column not in batch:
+            raise ValueError(f"validation rows: column {column!r} missing; columns are {sorted(batch)}")
+    images = decode_batch(batch[image_column], image_size, source=f"{image_column} column")
+    return {"clean": images.numpy(), "label": np.asarray(batch[label_column]).astype(np.int64)}
+
+
 class EpochClock:
     """The epoch the trainers are on, readable by the data actors (a Ray actor, num_cpus=0)."""
 
@@ -113,15 +123,22 @@ def epoch_clock(name: str):
     return actor_class.options(name=name, get_if_exists=True, lifetime=None).remote()
 
 
-def read_epoch(name: str | None) -> int:
+def find_clock(name: str | None):
+    """The run's EpochClock handle, or None (no name, or the stage used outside a training run)."""
     if not name:
-        return 0
+        return None
     import ray
 
     try:
-        return int(ray.get(ray.get_actor(name).get.remote()))
-    except ValueError:  # no clock (e.g. the stage used outside a training run)
-        return 0
+        return ray.get_actor(name)
+    except ValueError:
+        return None
+
+
+def ray_get(ref):
+    import ray
+
+    return ray.get(ref)
 
 
 class AugmentStage:
@@ -162,7 +179,7 @@ class AugmentStage:
         self.seed = int(seed)
         self.image_column = image_column
         self.label_column = label_column
-        self.clock_name = clock_name
+        self.clock = find_clock(clock_name)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for column in (self.image_column, self.label_column):
@@ -174,7 +191,8 @@ class AugmentStage:
         if not self.train:
             out["clean"] = images.numpy()
             return out
-        generator = torch.Generator().manual_seed(batch_seed(self.seed, read_epoch(self.clock_name), raw_images, labels))
+        epoch = 0 if self.clock is None else int(ray_get(self.clock.get.remote()))
+        generator = torch.Generator().manual_seed(batch_seed(self.seed, epoch, raw_images, labels))
         images = random_crop_flip(images, self.crop_padding, self.flip, generator)
         if self.mode == "clean":
             out["clean"] = images.numpy()
