@@ -57,9 +57,16 @@ def ray_cluster(tmp_path_factory):
     if ray.is_initialized():
         yield ray
         return
-    ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1",
-             _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    for attempt in range(2):  # a loaded machine can miss Ray's fixed 30 s node-registration window
+        try:
+            ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1",
+                     _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False,
+                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+            break
+        except Exception:  # noqa: BLE001
+            ray.shutdown()
+            if attempt:
+                raise
     yield ray
     ray.shutdown()
 
