@@ -1,0 +1,39 @@
+"""The sweep objective's corruption of validation batches: only the 4 validation corruptions, balanced."""
+from __future__ import annotations
+
+import torch
+
+from augmix.corruptions import CORRUPTIONS
+from workers.validation import PAIRS, VALIDATION_CORRUPTIONS, corrupt_for_validation, corrupted_wrong_count
+
+
+def _images(count: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    base = torch.rand(count, 3, 8, 8, generator=generator)
+    return (torch.nn.functional.interpolate(base, size=32, mode="bilinear") * 255).to(torch.uint8)
+
+
+def test_never_a_test_corruption_and_every_pair_balanced():
+    assert set(VALIDATION_CORRUPTIONS) == {"speckle_noise", "gaussian_blur", "spatter", "saturate"}
+    assert not set(VALIDATION_CORRUPTIONS) & set(CORRUPTIONS)
+    assert len(PAIRS) == 20 and len(set(PAIRS)) == 20
+
+
+def test_deterministic_per_batch_index_and_really_corrupted():
+    images = _images(60)
+    first = corrupt_for_validation(images, batch_index=3)
+    assert torch.equal(first, corrupt_for_validation(images, batch_index=3))
+    assert not torch.equal(first, corrupt_for_validation(images, batch_index=4))
+    changed = (first.int() - images.int()).abs().flatten(1).float().mean(1)
+    assert (changed > 0).float().mean() > 0.9
+    assert first.dtype == torch.uint8 and first.shape == images.shape
+
+
+def test_wrong_count_of_a_constant_predictor():
+    class Constant(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros(len(x), 10).index_fill_(1, torch.tensor([2]), 1.0)
+
+    images = _images(40)
+    targets = torch.arange(40) % 10
+    assert corrupted_wrong_count(Constant(), images, targets, 0, torch.device("cpu")) == 36
