@@ -110,12 +110,36 @@ def shuffle_schedule(height: int, width: int, max_delta: int) -> tuple[Tensor, t
     return order, tuple(bounds)
 
 
+def pack_pixels(images: Tensor) -> Tensor:
+    """uint8 [B,C,H,W] (C <= 8) -> one word per pixel [B, H*W]: the channel bytes side by side.
+
+    A view of a channels-last byte copy, so packing and unpacking (unpack_pixels) are copies,
+    not shifts; int32 when C <= 4, else int64.
+    """
+    batch, channels, height, width = images.shape
+    if channels > 8:
+        raise ValueError(f"channels {channels} is not allowed; allowed: 1..8")
+    word = 4 if channels <= 4 else 8
+    packed = torch.zeros(batch, height * width, word, dtype=torch.uint8, device=images.device)
+    packed[..., :channels] = images.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+    return packed.view(torch.int32 if word == 4 else torch.int64).reshape(batch, height * width)
+
+
+def unpack_pixels(pixels: Tensor, channels: int, height: int, width: int) -> Tensor:
+    """Inverse of pack_pixels: words [B, H*W] -> uint8 [B,C,H,W]."""
+    batch = pixels.shape[0]
+    data = pixels.contiguous().view(torch.uint8).reshape(batch, height, width, -1)
+    return data[..., :channels].permute(0, 3, 1, 2).contiguous()
+
+
 def local_shuffle(images: Tensor, max_delta: int, iterations: int, generator: torch.Generator | None) -> Tensor:
     """Glass blur's local pixel shuffle, exactly the reference's sequential swaps, run in wavefronts.
 
     Each visit (h, w) draws dx, dy uniform in [-d, d) (np.random.randint(-d, d, size=2)) and
     swaps pixel (h, w) with (h + dy, w + dx); per iteration the draws come as one [B, visits, 2]
     tensor in the reference's visit order. See shuffle_schedule for why waves are exact.
+    Thousands of waves make the per-wave cost the whole cost, so each wave is one gather and
+    one scatter of packed pixels, on index views split off once per iteration.
     """
     batch, channels, height, width = images.shape
     order, bounds = shuffle_schedule(height, width, max_delta)
@@ -125,21 +149,21 @@ def local_shuffle(images: Tensor, max_delta: int, iterations: int, generator: to
     rows = torch.arange(height - max_delta, max_delta, -1, device=images.device)
     cols = torch.arange(width - max_delta, max_delta, -1, device=images.device)
     positions = (rows.reshape(-1, 1) * width + cols.reshape(1, -1)).reshape(-1)[order]
-    # one int64 per pixel (channels packed bytewise) makes each swap a single gather + scatter
-    packed = images.to(torch.int64)
-    shifts = (8 * torch.arange(channels, device=images.device)).reshape(1, channels, 1, 1)
-    pixels = (packed << shifts).sum(dim=1).reshape(batch, height * width)
+    pixels = pack_pixels(images)
+    sizes = [2 * (stop - start) for start, stop in bounds]
+    sources = torch.empty(batch, order.numel(), 2, dtype=torch.int64, device=images.device)
+    destinations = torch.empty_like(sources)
+    sources[..., 0] = positions
+    destinations[..., 1] = positions
     for _ in range(iterations):
-        draws = randint((batch, order.numel(), 2), -max_delta, max_delta, generator, images.device)
-        draws = draws[:, order]
-        targets = positions.reshape(1, -1) + draws[..., 1] * width + draws[..., 0]
-        pairs = torch.stack([positions.reshape(1, -1).expand(batch, -1), targets], dim=2)  # [B, V, 2]
-        for start, stop in bounds:
-            index = pairs[:, start:stop].reshape(batch, 2 * (stop - start))
-            values = pixels.gather(1, index)
-            pixels.scatter_(1, index, values.reshape(batch, stop - start, 2).flip(2).reshape(batch, -1))
-    unpacked = (pixels.reshape(batch, 1, height, width) >> shifts) & 0xFF
-    return unpacked.to(images.dtype)
+        draws = randint((batch, order.numel(), 2), -max_delta, max_delta, generator, images.device, torch.int32)
+        offsets = (draws[..., 1] * width).add_(draws[..., 0]).index_select(1, order).add_(positions)
+        sources[..., 1] = offsets
+        destinations[..., 0] = offsets
+        waves = zip(sources.reshape(batch, -1).split(sizes, dim=1), destinations.reshape(batch, -1).split(sizes, dim=1))
+        for source, destination in waves:
+            pixels.scatter_(1, destination, pixels.gather(1, source))
+    return unpack_pixels(pixels, channels, height, width)
 
 
 def defocus_blur(images: Tensor, severity: int, preset: str, generator: torch.Generator | None) -> Tensor:
