@@ -204,16 +204,55 @@ def filter_matrix(length: int, kernel: Tensor, mode: str) -> Tensor:
     return matrix.reshape(length, length)
 
 
+# Output rows per block of a banded filter product; filters narrower than a third of the axis
+# multiply only the band each block reads (a 13-tap blur on 224 px does a fifth of the work).
+FILTER_BLOCK = 32
+
+
+def banded_blocks(matrix: Tensor, block: int = FILTER_BLOCK) -> list[tuple[int, int, int, int]]:
+    """(row start, row stop, first column, column stop) of each row block's nonzero band."""
+    length = matrix.shape[1]
+    nonzero = matrix != 0
+    columns = torch.arange(length).expand_as(matrix)
+    first = torch.where(nonzero, columns, length).amin(dim=1)
+    last = torch.where(nonzero, columns, -1).amax(dim=1)
+    blocks = []
+    for start in range(0, matrix.shape[0], block):
+        stop = min(start + block, matrix.shape[0])
+        low, high = int(first[start:stop].min()), int(last[start:stop].max()) + 1
+        blocks.append((start, stop, min(low, high - 1) if high > 0 else 0, max(high, 1)))
+    return blocks
+
+
+def filter_rows(images: Tensor, matrix: Tensor) -> Tensor:
+    """matrix @ images over the second-last dim, skipping the zeros outside a narrow band."""
+    blocks = banded_blocks(matrix.cpu())
+    band = max(stop - low for _, _, low, stop in blocks)
+    if len(blocks) < 3 or 3 * band > matrix.shape[1]:
+        return matrix @ images
+    return torch.cat([matrix[r0:r1, c0:c1] @ images[..., c0:c1, :] for r0, r1, c0, c1 in blocks], dim=-2)
+
+
+def filter_columns(images: Tensor, matrix: Tensor) -> Tensor:
+    """images @ matrix^T over the last dim, skipping the zeros outside a narrow band."""
+    blocks = banded_blocks(matrix.cpu())
+    band = max(stop - low for _, _, low, stop in blocks)
+    if len(blocks) < 3 or 3 * band > matrix.shape[1]:
+        return images @ matrix.T
+    return torch.cat([images[..., c0:c1] @ matrix[r0:r1, c0:c1].T for r0, r1, c0, c1 in blocks], dim=-1)
+
+
 def separable_filter(images: Tensor, kernel_y: Tensor, kernel_x: Tensor, mode: str) -> Tensor:
     """Correlate the last two dims of [B,C,H,W] with 1-D kernels (odd length), scipy boundary mode.
 
-    Done as rows @ x @ cols^T with the boundary folded into the matrices: two GEMMs beat a
-    49-tap convolution on CPU, and kernels longer than the image need no special case.
+    Done as rows @ x @ cols^T with the boundary folded into the matrices: GEMMs beat a
+    49-tap convolution on CPU, and kernels longer than the image need no special case. On
+    large images only each block's band is multiplied (filter_rows, filter_columns).
     """
     height, width = images.shape[-2:]
     rows = filter_matrix(height, kernel_y, mode).to(device=images.device, dtype=images.dtype)
     cols = filter_matrix(width, kernel_x, mode).to(device=images.device, dtype=images.dtype)
-    return rows @ images @ cols.T
+    return filter_columns(filter_rows(images, rows), cols)
 
 
 def gaussian_blur(images: Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> Tensor:
