@@ -78,6 +78,10 @@ def main() -> None:
     parser.add_argument("--num-cpus", type=int, default=4, help="logical CPUs of a local cluster")
     args = parser.parse_args()
     jsd = not args.no_jsd
+    if args.address is None:
+        from orchestrator.ray_session import pin_local_environment
+
+        pin_local_environment()  # before anything imports ray: Ray reads these at import time
 
     ceiling = memory_ceiling(args.model, args.batch_size, min(args.steps, 20), args.threads, jsd)
     print(f"ceiling (model fed from memory, {args.threads} thread(s)): {ceiling:.1f} samples/s", flush=True)
