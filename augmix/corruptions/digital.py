@@ -12,6 +12,8 @@ from torchvision.io import decode_jpeg, encode_jpeg
 
 from augmix.corruptions._common import (
     check_inputs,
+    filter_columns,
+    filter_rows,
     pil_box_resize,
     sample_bilinear,
     severity_constant,
@@ -140,19 +142,26 @@ def _affine_source_map(batch: int, height: int, width: int, jitter: float,
 
 
 def elastic_transform(images: Tensor, severity: int, preset: str, generator: torch.Generator | None) -> Tensor:
-    """Random affine (reflect-101 border), then gaussian-smoothed random displacements (reflect)."""
+    """Random affine (reflect-101 border), then gaussian-smoothed random displacements (reflect).
+
+    Where the reference's warp is exactly the identity (no jitter; alpha 0, as at CIFAR
+    severity 1) the sampling is skipped: it would only add grid_sample's float32 rounding.
+    """
     severity, preset = check_inputs(images, severity, preset)
     alpha, sigma, jitter = severity_constant(ELASTIC_TRANSFORM, severity, preset)
     batch, _, height, width = images.shape
     device = images.device
     x = to_float(images)
     affine_ys, affine_xs = _affine_source_map(batch, height, width, jitter, generator, device)
-    x = sample_bilinear(x, affine_ys, affine_xs, "mirror")
+    if jitter != 0:
+        x = sample_bilinear(x, affine_ys, affine_xs, "mirror")
+    if alpha == 0:
+        return to_uint8(x)
     noise = uniform((2, batch, height, width), -1.0, 1.0, generator, device)
     if sigma > 0:
         rows = smoothing_matrix(height, sigma, "reflect", ELASTIC_SMOOTHING_TRUNCATE, device=device)
         cols = smoothing_matrix(width, sigma, "reflect", ELASTIC_SMOOTHING_TRUNCATE, device=device)
-        noise = rows @ noise @ cols.T
+        noise = filter_columns(filter_rows(noise, rows), cols)
     shift_x, shift_y = noise[0] * alpha, noise[1] * alpha
     ys = torch.arange(height, dtype=torch.float32, device=device).reshape(1, -1, 1) + shift_y
     xs = torch.arange(width, dtype=torch.float32, device=device).reshape(1, 1, -1) + shift_x
