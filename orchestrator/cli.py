@@ -6,10 +6,12 @@ The CLI owns no settings of its own: `--config` picks a YAML file, `--set a.b=c`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
 from orchestrator.config import Config, ConfigError, load_config
+from orchestrator.ray_session import pin_local_environment
 
 EXIT_BAD_INPUT = 2
 
@@ -154,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not getattr(args, "address", None) and not os.environ.get("RAY_ADDRESS"):
+        pin_local_environment()  # Ray reads it when first imported: a cluster we start stays on 127.0.0.1
     try:
         return int(args.handler(args) or 0)
     except (ConfigError, UsageError) as error:

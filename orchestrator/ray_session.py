@@ -34,16 +34,17 @@ def worker_env() -> dict[str, str]:
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to `address` / RAY_ADDRESS, or start a local cluster; returns True if we started it."""
+    target = address or os.environ.get("RAY_ADDRESS")
+    if not target:
+        pin_local_environment()  # effective only if ray is not imported yet: callers pin first (cli.main)
     import ray
 
     if ray.is_initialized():
         return False
-    target = address or os.environ.get("RAY_ADDRESS")
     runtime_env = {"env_vars": worker_env()}
     if target:
         ray.init(address=target, runtime_env=runtime_env, log_to_driver=True)
         return False
-    pin_local_environment()
     ray.init(address="local", num_cpus=num_cpus, runtime_env=runtime_env,
-             include_dashboard=False, log_to_driver=True)
+             include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
     return True
