@@ -98,6 +98,7 @@ class TrainConfig(_Section):
     max_steps_per_epoch: int = Field(0, ge=0)  # 0 = the whole epoch; >0 caps it (smoke tests)
     max_failures: int = Field(1, ge=-1)  # worker-group restarts from the latest checkpoint
     threads_per_worker: int = Field(1, ge=1)
+    validate_corrupted: bool = False  # also score validation under the 4 validation corruptions (sweep objective)
 
 
 class ScalingSettings(_Section):

@@ -18,10 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from augmix.datasets.cifar import read_cifar
-from augmix.datasets.parquet import parquet_files, parse_classes, read_parquet
+from augmix.datasets import load_split
+from augmix.datasets.parquet import parquet_files, parse_classes, split_location
 from augmix.datasets.split import train_validation_split
-from augmix.datasets.synthetic import synthetic_table
 from augmix.datasets.table import ImageTable
 from orchestrator.config import Config, DataConfig
 from workers.augment import VIEW_COLUMNS, AugmentStage, decode_batch, decode_rows, stage_mode
@@ -48,16 +47,11 @@ class PipelineData:
 
 
 def read_training_table(data: DataConfig) -> ImageTable:
-    """The training split of the configured source, first `data.limit` rows (all when 0)."""
-    if data.name == "synthetic":
-        count = min(data.limit, data.synthetic_train_size) if data.limit else data.synthetic_train_size
-        return synthetic_table("train", count, seed=data.seed, image_size=data.image_size)
-    if data.name in ("cifar10", "cifar100"):
-        return read_cifar(data.name, "train", data.path, limit=data.limit, download=data.download)
-    if data.name == "parquet":
-        return read_parquet(data.path, image_column=data.image_column, label_column=data.label_column,
-                            limit=data.limit)
-    raise ValueError(f"data.name {data.name!r} not allowed; allowed: synthetic, cifar10, cifar100, parquet")
+    """The training split of the configured source, first `data.limit` rows (all when 0); a Parquet
+    folder resolves to its train file, never its test file."""
+    return load_split(data.name, "train", data.path, limit=data.limit, download=data.download,
+                      image_column=data.image_column, label_column=data.label_column, seed=data.seed,
+                      synthetic_train_size=data.synthetic_train_size, image_size=data.image_size)
 
 
 def split_tables(table: ImageTable, fraction: float, seed: int) -> tuple[ImageTable, ImageTable | None]:
@@ -129,7 +123,7 @@ def large_parquet_files(data: DataConfig) -> list | None:
     """The source's Parquet files when they should stream (no limit, > STREAM_PARQUET_BYTES), else None."""
     if data.name != "parquet" or data.limit:
         return None
-    files = parquet_files(data.path)
+    files = parquet_files(split_location(data.path, "train"))
     total = sum(location.info().size or 0 for location in files)
     return files if total > STREAM_PARQUET_BYTES else None
 

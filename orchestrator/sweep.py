@@ -53,7 +53,8 @@ def search_space(tune_config: TuneConfig) -> dict[str, Any]:
 def trial_config(base: dict[str, Any], params: dict[str, Any], trial_id: str, sweep_uri: str) -> Config:
     """The base config with one trial's hyperparameters, its own name and storage under the sweep."""
     overrides = [f"{key}={value}" for key, value in params.items()]
-    overrides += [f"name=trial-{trial_id}", f"storage.uri={storage.join(sweep_uri, 'trials', trial_id)}"]
+    overrides += [f"name=trial-{trial_id}", f"storage.uri={storage.join(sweep_uri, 'trials', trial_id)}",
+                  "train.validate_corrupted=true"]
     return build_config(copy.deepcopy(base), overrides)
 
 

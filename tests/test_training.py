@@ -182,13 +182,14 @@ def test_driver_mode_training_writes_a_model_that_reproduces_its_validation_erro
     config = build_config({
         "name": "driver_mode", "data": {"synthetic_train_size": 400, "validation_fraction": 0.25},
         "model": {"name": "wrn10_1"}, "augmix": {"jsd": False},
-        "train": {"epochs": 2, "batch_size": 32, "max_steps_per_epoch": 3},
+        "train": {"epochs": 2, "batch_size": 32, "max_steps_per_epoch": 3, "validate_corrupted": True},
         "scaling": {"num_workers": 0, "data_actors": 1, "cpus_per_data_actor": 0.5, "data_batch_size": 64},
         "storage": {"uri": str(tmp_path / "run")},
     })
     result = train(config, run_config=build_run_config(config, controller_failure_limit=0))
     assert [m["epoch"] for m in result.metrics] == [1, 2]
     assert all(m["steps"] == 3 and m["train_jsd"] == 0.0 for m in result.metrics)
+    assert all(0.0 <= m["val_corrupted_error"] <= 1.0 for m in result.metrics)  # the sweep objective
     saved = torch.load(result.model_uri, weights_only=False)
     assert saved["model_name"] == "wrn10_1" and saved["num_classes"] == 10
     assert saved["config"]["augmix"]["jsd"] is False
@@ -196,7 +197,7 @@ def test_driver_mode_training_writes_a_model_that_reproduces_its_validation_erro
     model.load_state_dict(saved["state_dict"])
     _, validation = split_tables(read_training_table(config.data), 0.25, config.data.seed)
     images = torch.from_numpy(validation.images).permute(0, 3, 1, 2).contiguous()
-    wrong, total = validation_counts(model, [{"clean": images, "label": torch.from_numpy(validation.labels)}],
+    wrong, total, _ = validation_counts(model, [{"clean": images, "label": torch.from_numpy(validation.labels)}],
                                      torch.device("cpu"), amp=False)
     assert total == 100 and wrong / total == pytest.approx(result.final_val_error)
 

@@ -30,6 +30,7 @@ from torch import nn
 from augmix.loss import augmix_loss
 from augmix.mix import AugMix
 from augmix.models import build_model
+from workers.validation import corrupted_wrong_count
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRIC_KEYS = ("epoch", "train_loss", "train_ce", "train_jsd", "val_error", "samples_per_s", "data_wait_fraction")
@@ -84,19 +85,22 @@ def step_loss(logits: torch.Tensor, targets: torch.Tensor, views: int, lam: floa
 
 
 @torch.no_grad()
-def validation_counts(model: nn.Module, batches, device: torch.device, amp: bool) -> tuple[int, int]:
-    """(wrong, total) over the validation shard; clean images only."""
+def validation_counts(model: nn.Module, batches, device: torch.device, amp: bool,
+                      corrupted: bool = False, preset: str = "cifar") -> tuple[int, int, int]:
+    """(wrong, total, wrong under the validation corruptions) over the validation shard; the last
+    is counted only when `corrupted` (the sweep objective, workers.validation) and is 0 otherwise."""
     model.eval()
-    wrong = total = 0
-    for batch in batches:
-        images = batch["clean"].to(device).float().mul_(1.0 / 255.0)
+    wrong = total = wrong_corrupted = 0
+    for index, batch in enumerate(batches):
         targets = batch["label"].to(device)
-        with torch.autocast(device_type=device.type, enabled=amp):
-            predictions = model(images).argmax(dim=1)
+        with torch.no_grad(), torch.autocast(device_type=device.type, enabled=amp):
+            predictions = model(batch["clean"].to(device).float().mul_(1.0 / 255.0)).argmax(dim=1)
         wrong += int((predictions != targets).sum())
         total += int(targets.numel())
+        if corrupted:
+            wrong_corrupted += corrupted_wrong_count(model, batch["clean"], targets, index, device, amp, preset)
     model.train()
-    return wrong, total
+    return wrong, total, wrong_corrupted
 
 
 def all_reduce_sums(values: list[float], device: torch.device) -> list[float]:
@@ -158,7 +162,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     amp = bool(train["amp"]) and device.type == "cuda"
     torch.manual_seed(train["seed"] + rank)
 
-    model = build_model(loop_config["model"]["name"], runtime["num_classes"])
+    model = build_model(loop_config["model"]["name"], runtime["num_classes"], **loop_config["model"].get("options", {}))
     model = ray.train.torch.prepare_model(model)
     global_batch = train["batch_size"] * max(world, 1)
     per_epoch = steps_per_epoch(runtime["train_size"], world, train["batch_size"], train["max_steps_per_epoch"])
@@ -224,16 +228,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             tick = time.perf_counter()
         elapsed = time.perf_counter() - epoch_start
         maybe_inject_failure(runtime.get("fault"), epoch, rank)
-        wrong, total = (0, 0) if validation_shard is None else validation_counts(
-            model, validation_shard.iter_torch_batches(batch_size=500), device, amp)
-        loss_sum, ce_sum, jsd_sum, step_count, wrong, total, samples, wait_sum, time_sum = all_reduce_sums(
-            [*sums, wrong, total, steps * train["batch_size"], wait, elapsed], device)
+        score_corrupted = bool(train.get("validate_corrupted"))
+        wrong, total, wrong_corrupted = (0, 0, 0) if validation_shard is None else validation_counts(
+            model, validation_shard.iter_torch_batches(batch_size=500), device, amp,
+            corrupted=score_corrupted, preset=loop_config["eval"]["preset"])
+        loss_sum, ce_sum, jsd_sum, step_count, wrong, total, wrong_corrupted, samples, wait_sum, time_sum = \
+            all_reduce_sums([*sums, wrong, total, wrong_corrupted, steps * train["batch_size"], wait, elapsed], device)
         metrics = {
             "epoch": epoch,
             "train_loss": float(loss_sum / max(step_count, 1)),
             "train_ce": float(ce_sum / max(step_count, 1)),
             "train_jsd": float(jsd_sum / max(step_count, 1)),
             "val_error": float(wrong / total) if total else float("nan"),
+            **({"val_corrupted_error": float(wrong_corrupted / total) if total else float("nan")}
+               if score_corrupted else {}),
             "samples_per_s": float(samples / max(time_sum / max(world, 1), 1e-9)),
             "data_wait_fraction": float(wait_sum / max(time_sum, 1e-9)),
             "steps": steps,
