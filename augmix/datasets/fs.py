@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
+from augmix import storage
+
 
 @dataclass(frozen=True)
 class Location:
@@ -62,14 +64,14 @@ def locate(path: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -
         return Location(filesystem, inner, text)
     if is_uri(text):
         try:
-            filesystem, inner = pafs.FileSystem.from_uri(text)
+            filesystem, inner = storage.filesystem(text)  # the project's one URI resolver
         except (ValueError, OSError) as error:  # pyarrow's ArrowInvalid is a ValueError
-            raise ValueError(f"cannot open {text}: {error}") from None
+            raise ValueError(f"cannot open {text}: {str(error).splitlines()[0]}") from None
         return Location(filesystem, inner, text)
     absolute = os.path.abspath(os.path.expanduser(text))
     return Location(pafs.LocalFileSystem(), absolute, text)
 
 
 def unreadable(location: Location, error: OSError) -> ValueError:
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return ValueError(f"cannot read {location.display}: {first_line}")
+    """One line naming the source (and, for S3, the bucket and what to check)."""
+    return ValueError(str(storage.explain(error, location.display, "read")))
