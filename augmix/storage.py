@@ -99,6 +99,8 @@ def read_bytes(uri: str) -> bytes:
         with fs.open_input_stream(path) as stream:
             return stream.read()
     except FileNotFoundError:
+        if uri.startswith("s3://"):
+            check_bucket(uri)  # S3 reports a missing bucket as a missing key: say which one it is
         raise FileNotFoundError(f"{uri} does not exist") from None
     except Exception as error:  # noqa: BLE001
         raise explain(error, uri, "read") from None
