@@ -60,20 +60,14 @@ def trial_config(base: dict[str, Any], params: dict[str, Any], trial_id: str, sw
 
 def _trial(params: dict[str, Any], base: dict[str, Any], sweep_uri: str) -> None:
     """One Tune trial = one TorchTrainer fit whose per-epoch reports reach Tune (and ASHA)."""
-    import ray.train
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator.training import build_trainer
+    from orchestrator.training import build_run_config, build_trainer
 
     trial_id = tune.get_context().get_trial_id()
     config = trial_config(base, params, trial_id, sweep_uri)
-    run_config = ray.train.RunConfig(
-        name=config.name, storage_path=storage.absolute(storage.join(config.storage.uri, "train")),
-        callbacks=[TuneReportCallback()],
-        failure_config=ray.train.FailureConfig(max_failures=config.train.max_failures),
-        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-    )
+    run_config = build_run_config(config, callbacks=[TuneReportCallback()])
     build_trainer(config, run_config).fit()
 
 
@@ -108,8 +102,12 @@ def _tuner(config: Config, sweep_uri: str, resume: bool):
         trainable,
         param_space=search_space(config.tune),
         tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="min", num_samples=config.tune.num_samples,
-                                    max_concurrent_trials=config.tune.max_concurrent_trials, scheduler=scheduler,
-                                    search_alg=tune.search.BasicVariantGenerator(random_state=config.tune.seed)),
+                                    scheduler=scheduler,
+                                    # the seeded generator caps concurrency itself (Tune ignores
+                                    # max_concurrent_trials beside a SearchGenerator)
+                                    search_alg=tune.search.BasicVariantGenerator(
+                                        random_state=config.tune.seed,
+                                        max_concurrent=config.tune.max_concurrent_trials)),
         run_config=tune.RunConfig(name=SWEEP_NAME, storage_path=storage_path, verbose=1),
     )
 
