@@ -17,7 +17,7 @@ from orchestrator.sweep import OBJECTIVE, search_space
 
 TINY = [
     "data.name=synthetic", "data.synthetic_train_size=600", "data.synthetic_test_size=100",
-    "data.validation_fraction=0.2", "model.name=wrn10_1", "train.epochs=3", "train.batch_size=32",
+    "data.validation_fraction=0.2", "model.name=wrn10_1", "train.epochs=2", "train.batch_size=32",
     "train.max_steps_per_epoch=3", "scaling.num_workers=1", "scaling.cpus_per_worker=0.5",
     "scaling.data_actors=1", "scaling.cpus_per_data_actor=0.5", "scaling.data_batch_size=64",
     "tune.num_samples=4", "tune.max_concurrent_trials=2", "tune.grace_period=1", "tune.reduction_factor=4",
