@@ -44,7 +44,7 @@ def _training_config(uri: str, epochs: int):
     })
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 def test_training_checkpoints_to_s3_and_a_longer_rerun_resumes_from_there(ray_cluster, s3_bucket):
     uri = f"s3://{s3_bucket}/run"
     first_config = _training_config(uri, epochs=2)

@@ -1,7 +1,6 @@
 """Storage URIs against a local folder and a real S3 server (SeaweedFS), with one-line errors."""
 from __future__ import annotations
 
-import os
 
 import pytest
 

@@ -1,7 +1,6 @@
 """Ray Tune sweep: real training trials, ASHA, the results table and best config, resumption."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.config import ConfigError, build_config, load_config
+from orchestrator.config import build_config, load_config
 from orchestrator.sweep import OBJECTIVE, search_space
 
 TINY = [
