@@ -41,10 +41,11 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 
     if ray.is_initialized():
         return False
-    runtime_env = {"env_vars": worker_env()}
     if target:
-        ray.init(address=target, runtime_env=runtime_env, log_to_driver=True)
+        # An existing cluster: its nodes have their own environment, and a submitted job already
+        # carries the runtime_env `augmix submit` gave it (a second one here would conflict).
+        ray.init(address=target, log_to_driver=True)
         return False
-    ray.init(address="local", num_cpus=num_cpus, runtime_env=runtime_env,
+    ray.init(address="local", num_cpus=num_cpus, runtime_env={"env_vars": worker_env()},
              include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
     return True

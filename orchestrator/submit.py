@@ -41,11 +41,12 @@ JOB_MODULES = ("run", "train", "evaluate", "sweep", "corrupt", "report")
 
 
 def entrypoint(command: list[str]) -> str:
-    """The shell command the job's driver runs: `python -m jobs.<command>` from the shipped working_dir."""
+    """The shell command the job's driver runs: `python3 -m jobs.<command>` from the shipped working_dir,
+    with the Python the cluster's nodes installed the project into (cluster.yaml's setup_commands)."""
     name, *arguments = command
     if name not in JOB_MODULES:
         raise ValueError(f"cannot submit {name!r}; allowed: {', '.join(JOB_MODULES)}")
-    return " ".join(["python", "-m", f"jobs.{name}", *map(shlex.quote, arguments)])
+    return " ".join(["python3", "-m", f"jobs.{name}", *map(shlex.quote, arguments)])
 
 
 def runtime_env(working_dir: str | None = None) -> dict:

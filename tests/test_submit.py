@@ -36,8 +36,10 @@ def ray_head(tmp_path_factory):
                "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
                "--include-dashboard=true", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     log = open(tmp_path_factory.mktemp("head") / "head.log", "wb")
+    # the head's Python environment (this venv) is the one on its PATH, as on a cluster node
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                               env={**os.environ, "RAY_ADDRESS": ""})
+                               env={**os.environ, "RAY_ADDRESS": "", "PATH": path})
     address = f"http://127.0.0.1:{dashboard}"
     from ray.job_submission import JobSubmissionClient
 
@@ -64,7 +66,7 @@ def ray_head(tmp_path_factory):
 
 def test_entrypoint_runs_the_job_module():
     assert entrypoint(["train", "--config", "quickstart.yaml", "--set", "a=b c"]) == \
-        "python -m jobs.train --config quickstart.yaml --set 'a=b c'"
+        "python3 -m jobs.train --config quickstart.yaml --set 'a=b c'"
     with pytest.raises(ValueError, match="cannot submit 'rm'"):
         entrypoint(["rm", "-rf"])
 
