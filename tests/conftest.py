@@ -103,6 +103,19 @@ for _key, _value in S3_ENV.items():
     os.environ[_key] = _value
 
 
+def stop_process_group(process, grace_s: float) -> None:
+    """SIGTERM a service we started in its own session, SIGKILL its whole group if it lingers."""
+    import signal
+    import subprocess
+
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def _weed_binary() -> str | None:
     import shutil
     import sys
@@ -114,7 +127,6 @@ def _weed_binary() -> str | None:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """Start `weed mini` (signatures enforced: credentials set), yield its endpoint; stop it after."""
-    import signal
     import subprocess
     import time
 
@@ -147,12 +159,7 @@ def s3_server(tmp_path_factory):
                 pytest.fail(f"SeaweedFS did not start; see {root / 'weed.log'}")
             time.sleep(0.3)
     yield S3_ENV["AWS_ENDPOINT_URL_S3"]
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    stop_process_group(process, grace_s=10)
     log.close()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import stop_process_group
 from orchestrator.cli import main
 from orchestrator.submit import entrypoint
 
@@ -54,12 +55,7 @@ def ray_head(tmp_path_factory):
                 pytest.fail(f"the Ray head did not start (see {log.name})")
             time.sleep(1)
     yield address
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    stop_process_group(process, grace_s=20)
     log.close()
     shutil.rmtree(temp_dir, ignore_errors=True)
 
