@@ -70,12 +70,33 @@ def wait(job_client, job_id: str, timeout_s: float | None = None) -> str:
         time.sleep(1.0)
 
 
+AGENT_WAIT_S = 120.0
+
+
+def _submit_when_an_agent_is_up(job_client, wait_s: float = AGENT_WAIT_S, **job) -> str:
+    """Submit, retrying while the job server has no node agent yet.
+
+    A head that just started (`ray up`, `ray start --head`) answers on its dashboard port seconds
+    before its node agent registers; the server then refuses jobs with "No available agent".
+    That is a transient state of a healthy cluster, so we wait it out instead of failing the user.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return job_client.submit_job(**job)
+        except RuntimeError as error:
+            if "No available agent" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
+
+
 def submit(command: list[str], address: str | None = None, follow: bool = True,
            working_dir: str | None = None) -> int:
     """Submit `augmix <command>`; with follow, stream its logs and return 0 only if it SUCCEEDED."""
     job_client = client(address)
-    job_id = job_client.submit_job(entrypoint=entrypoint(command), runtime_env=runtime_env(working_dir),
-                                   metadata={"augmix_command": " ".join(command)[:512]})
+    job_id = _submit_when_an_agent_is_up(job_client, entrypoint=entrypoint(command),
+                                         runtime_env=runtime_env(working_dir),
+                                         metadata={"augmix_command": " ".join(command)[:512]})
     print(f"submitted job {job_id} to {_address(address)}", file=sys.stderr, flush=True)
     if not follow:
         print(job_id)

@@ -89,3 +89,35 @@ def test_submit_tiny_training_job_to_a_real_head(ray_head, tmp_path, capsys):
     assert "SUCCEEDED" in capsys.readouterr().out
     assert main(["logs", job_id, "--address", ray_head]) == 0
     assert "epoch 1/1" in capsys.readouterr().out
+
+
+class _HeadStillStarting:
+    """A job server whose node agent registers only after `refusals` submissions."""
+
+    def __init__(self, refusals: int, message: str = "Request failed with status code 500: No available agent to submit job, please try again later.."):
+        self.refusals, self.message, self.calls = refusals, message, 0
+
+    def submit_job(self, **job) -> str:
+        self.calls += 1
+        if self.calls <= self.refusals:
+            raise RuntimeError(self.message)
+        return "raysubmit_ok"
+
+
+def test_submission_waits_for_the_node_agent(monkeypatch):
+    from orchestrator import submit as submit_module
+
+    monkeypatch.setattr(submit_module.time, "sleep", lambda _: None)
+    head = _HeadStillStarting(refusals=3)
+    assert submit_module._submit_when_an_agent_is_up(head, entrypoint="python3 -m jobs.train") == "raysubmit_ok"
+    assert head.calls == 4
+
+
+def test_submission_does_not_retry_other_errors_or_forever(monkeypatch):
+    from orchestrator import submit as submit_module
+
+    monkeypatch.setattr(submit_module.time, "sleep", lambda _: None)
+    with pytest.raises(RuntimeError, match="runtime_env"):
+        submit_module._submit_when_an_agent_is_up(_HeadStillStarting(1, "bad runtime_env"), entrypoint="x")
+    with pytest.raises(RuntimeError, match="No available agent"):
+        submit_module._submit_when_an_agent_is_up(_HeadStillStarting(10**9), wait_s=0.0, entrypoint="x")
