@@ -171,89 +171,143 @@ def solarize(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
 # libImaging's bilinear affine sampler maps output pixel centre (x+.5, y+.5) to the source point
 # (a x + b y + c, d x + e y + f); a source point outside [0,W)x[0,H) gives 0; otherwise the point
 # shifted by -.5 is interpolated between its floor neighbours, clamped to the image, as two row
-# lerps and one column lerp, and the result is truncated to uint8.
+# lerps and one column lerp in double, and the result is truncated to uint8.
 #
-# An affine map is separable: each source coordinate is an outer sum of a per-row and a per-column
-# term, so no per-pixel matrix product is needed. Shear and translate move one axis only: their two
-# neighbours are read with flat int32 index_selects from padded planes that build PIL's clamping
-# in, with double lerps (cheap at two neighbours, and needed for "nice" shears). Rotate uses
-# grid_sample's fused float32 kernel; float32 instead of PIL's double can move a truncation by one
-# level where PIL's value lies within ~1e-3 of an integer, a small fraction of pixels (the parity
-# criterion allows a 1-level difference on under 1% of them).
+# Shear and translate move pixels along one axis by an amount that is constant along each line
+# (row for x, column for y): every line has one integer offset and one lerp weight. The lerp is then
+# done in the source's own grid, before any move (neighbours are plain slices, no gather), and the
+# move is a copy of whole windows (x) or an index_select (y). Rotate is genuinely 2-D and uses
+# grid_sample's fused kernel. Both interpolate in float32 instead of PIL's double, and add a small
+# bias before truncating so that a value PIL lands exactly on an integer (flat regions, "nice"
+# shears such as 0.2, axis-aligned angles) is not pushed below it by float32 rounding; the cost is a
+# 1-level difference where PIL's value lies within the bias below an integer, a small fraction of
+# pixels (the parity criterion allows a 1-level difference on under 1% of them).
+
+_LINE_LERP_BIAS = 2.0 ** -13
+"""Bias added before truncating a float32 line lerp: above float32's error for values <= 255 (~4e-5),
+and exactly representable next to any uint8 value, so a flat region (equal neighbours) stays exact."""
+
+_ROTATE_BIAS = 1e-3
+"""grid_sample's coordinates and weights carry float32 error (~1e-5 pixel), hence a larger bias."""
+
+_NICE_DENOMINATORS = torch.arange(1, 65, dtype=torch.float64)
+_NICE_TOLERANCE = 2e-6
+"""A shear or translation at (or, like float32(0.2), within float rounding of) a fraction p/q with q
+up to 64 puts whole rows of PIL's lerps on or a hair below integers, where float32 plus a bias
+cannot tell the side and PIL's last-ulp rounding (which depends on the pixel's x) decides the
+truncation: batches with such a parameter (|q m - p| < tolerance) take the exact double path, which
+reproduces PIL's arithmetic per pixel. Random parameters (the sampler's) almost never do."""
 
 
-def _padded_planes(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [B*3*(H+4)*(W+2)]: each plane with a clamped copy of its border around it, then 2 zero rows.
+def _line_moves(shift: torch.Tensor, coefficient: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool, bool, int]:
+    """Per line: (integer offset, lerp weight in [0, 1)), then any weight non-zero, any coefficient a
+    fraction with a small denominator (see _NICE_DENOMINATORS), and the largest |offset|.
 
-    Plane row r, column s hold pixel (clamp(r-1), clamp(s-1)), so the neighbours of source cell
-    (y0, x0), y0 in -1..H-1, are the flat positions p, p+1, p+W+2, p+W+3 with p = (y0+1)(W+2) + x0+1,
-    already clamped as PIL clamps them. The zero rows (H+2, H+3) give 0 for any point that indexes them.
+    shift: float64 [B, lines], the term t in PIL's source coordinate (i + .5) + t along the moving
+    axis, so the neighbours of output pixel i are i + floor(t) and one after, with weight
+    t - floor(t). coefficient: float64 [B], the op's parameter. The three flags come back in one
+    host transfer (one sync on CUDA).
     """
-    batch, channels, height, width = images.shape
-    planes = images.new_empty(batch, channels, height + 4, width + 2)
-    planes[:, :, 1:height + 1, 1:width + 1] = images
-    planes[:, :, 1:height + 1, 0] = images[:, :, :, 0]
-    planes[:, :, 1:height + 1, width + 1] = images[:, :, :, width - 1]
-    planes[:, :, 0] = planes[:, :, 1]
-    planes[:, :, height + 1] = planes[:, :, height]
-    planes[:, :, height + 2:] = 0
-    return planes.view(-1)
+    cell = shift.floor()
+    weight = shift - cell
+    multiples = coefficient.view(-1, 1) * _NICE_DENOMINATORS.to(coefficient.device)
+    nice = ((multiples - multiples.round()).abs() < _NICE_TOLERANCE).any()
+    flags = torch.stack([(weight != 0).any().to(shift.dtype), nice.to(shift.dtype), cell.abs().amax()]).tolist()
+    return cell.to(torch.int64), weight, bool(flags[0]), bool(flags[1]), int(flags[2])
 
 
-def _neighbour_index(images: torch.Tensor, row: torch.Tensor, column: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
-    """int32 [B*3*H*W]: each output pixel's position p in its own padded plane (see _padded_planes).
+def _pixel_weights(shift: torch.Tensor, cell: torch.Tensor, length: int) -> torch.Tensor:
+    """float64 [B, lines, length+1]: PIL's own lerp weight for each source cell -1..length-1 of each line.
 
-    row, column: float32 broadcastable to [B,H,W], floor cells (-1..H-1, -1..W-1) where inside.
+    The output pixel reading cell j is i = j - offset; PIL computes its coordinate as
+    (i + .5) + t in double, so the weight differs from t - floor(t) in the last bits with i's
+    magnitude, and can reach 1 (PIL's next cell with weight 0: the same value).
     """
-    batch, channels, height, width = images.shape
-    padded_width = width + 2
-    position = torch.add(column, row, alpha=padded_width).add_(padded_width + 1).expand(batch, height, width)
-    position = position.masked_fill(~inside, (height + 2) * padded_width)  # the zero margin
-    plane_size = (height + 4) * padded_width
-    starts = torch.arange(0, batch * channels * plane_size, plane_size, dtype=torch.int32, device=images.device)
-    index = position.to(torch.int32).view(batch, 1, height * width) + starts.view(batch, channels, 1)
-    return index.view(-1)
+    cells = torch.arange(-1, length, dtype=torch.float64, device=shift.device)
+    pixel = cells - cell.unsqueeze(2).to(torch.float64)
+    return pixel.add_(0.5).add_(shift.unsqueeze(2)).sub_(0.5).sub_(cells)
 
 
-def _finish(value: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """PIL's (UINT8) cast of a value in [0, 255]: truncation; float -> int32 -> uint8 is the fast path."""
-    return value.to(torch.int32).to(torch.uint8).view(images.shape)
+def _lerped_lines(images: torch.Tensor, weight: torch.Tensor | None, dim: int, pad: int) -> torch.Tensor:
+    """uint8 copy of `images` along `dim` with `pad` zeros either side, where cell j holds PIL's value
+    for a source point between pixels j and j+1 (its neighbours, clamped to the image).
 
-
-def _shift_along(images: torch.Tensor, shift: torch.Tensor, dim: int) -> torch.Tensor:
-    """The affine maps that move pixels along one axis only (shear, translate): two neighbours, not four.
-
-    shift: float64 [B, lines], per image and line (row for dim=3, column for dim=2), the term t in
-    PIL's source coordinate (i + .5) + t along `dim`; the other coordinate is a pixel centre, where
-    PIL's second lerp has weight 0 and returns the first exactly. Unlike rotate, the coordinate and
-    the lerp stay in double as in PIL: shears such as 0.2 or 0.3 put many lerps exactly on an
-    integer, where PIL's last-ulp rounding decides the truncation. An integral t everywhere
-    (translate) is a pure shift with no arithmetic at all.
+    weight: None (all weights 0: a plain copy), float32 constant along `dim` (the line's weight; the
+    lerp runs in float32 with a bias), or float64 with one weight per cell -1..n-1 along `dim`
+    (PIL's own per-pixel weights; the lerp runs in double as PIL's a + (b - a) d, op by op). Cell -1
+    is inside the image only for weights >= .5 and reads the first pixel twice; cell n-1 only for
+    weights < .5 and reads the last pixel twice; cells further out are outside (0).
     """
-    batch, channels, height, width = images.shape
     length = images.shape[dim]
-    line_shape = (batch, height, 1) if dim == 3 else (batch, 1, width)
-    centres = _pixel_centres(length, images.device)
-    centres = centres.view(1, 1, width) if dim == 3 else centres.view(1, height, 1)
-    source = shift.view(line_shape) + centres  # PIL: 1.0 * (i + .5) + t, in double
-    inside = (source >= 0) & (source < length)
-    source.sub_(0.5)
-    cell = source.floor()
-    lines = torch.arange(images.shape[5 - dim], dtype=torch.float32, device=images.device)
-    if dim == 3:
-        index = _neighbour_index(images, lines.view(1, height, 1), cell.to(torch.float32), inside)
+    shape = list(images.shape)
+    shape[dim] = length + 2 * pad
+    lines = images.new_zeros(shape)
+    if weight is None:
+        lines.narrow(dim, pad, length).copy_(images)
+        return lines
+    if weight.dtype == torch.float64:
+        wide = images.to(torch.float64)
+        near = wide.narrow(dim, 0, length - 1)
+        lerped = wide.narrow(dim, 1, length - 1) - near
+        lerped.mul_(weight.narrow(dim, 1, length - 1)).add_(near)
+        first, last = weight.narrow(dim, 0, 1), weight.narrow(dim, length, 1)
     else:
-        index = _neighbour_index(images, cell.to(torch.float32), lines.view(1, 1, width), inside)
-    planes = _padded_planes(images)
-    if bool((shift == shift.floor()).all()):
-        return planes.index_select(0, index).view(images.shape)
-    weight = source.sub_(cell).view(batch, 1, height * width)
-    step = 1 if dim == 3 else width + 2
-    near = planes.index_select(0, index).to(torch.float64)
-    far = planes[step:].index_select(0, index).to(torch.float64)
-    shape = (batch, channels, height * width)
-    value = far.sub_(near).view(shape).mul_(weight).add_(near.view(shape))  # PIL: a + (b - a) * d
-    return _finish(value, images)
+        biased = images.to(torch.float32).add_(_LINE_LERP_BIAS)  # lerp(a+e, b+e) = lerp(a, b) + e
+        lerped = torch.lerp(biased.narrow(dim, 0, length - 1), biased.narrow(dim, 1, length - 1), weight)
+        first = last = weight
+    lines.narrow(dim, pad, length - 1).copy_(lerped.to(torch.int32))  # float -> int32 -> uint8 is the fast cast
+    lines.narrow(dim, pad - 1, 1).copy_(images.narrow(dim, 0, 1) * (first >= 0.5))
+    lines.narrow(dim, pad + length - 1, 1).copy_(images.narrow(dim, length - 1, 1) * (last < 0.5))
+    return lines
+
+
+def _line_weights(shift: torch.Tensor, cell: torch.Tensor, weight: torch.Tensor, fractional: bool, nice: bool,
+                  length: int) -> torch.Tensor | None:
+    """The weight argument of _lerped_lines, [B, lines, 1 or length+1] (see there)."""
+    if not fractional:
+        return None
+    if nice:
+        return _pixel_weights(shift, cell, length)
+    return weight.to(torch.float32).unsqueeze(2)
+
+
+def _shift_rows(images: torch.Tensor, shift: torch.Tensor, coefficient: torch.Tensor) -> torch.Tensor:
+    """Affine maps that move each row along x by its own amount (shear_x, translate_x).
+
+    shift: float64 [B, H] or [B, 1] (the same for all rows). The result's row is a window of the
+    lerped, zero-padded row: one index_select of whole windows over an unfolded (overlapping) view.
+    """
+    batch, channels, height, width = images.shape
+    cell, weight, fractional, nice, reach = _line_moves(shift, coefficient)
+    pad = reach + 1
+    weights = _line_weights(shift, cell, weight, fractional, nice, width)
+    lines = _lerped_lines(images, None if weights is None else weights.unsqueeze(1), 3, pad)
+    padded_width = width + 2 * pad
+    row_starts = torch.arange(0, batch * channels * height * padded_width, padded_width, device=images.device)
+    row_starts = row_starts.view(batch, channels, height).add_(cell.view(batch, 1, -1) + pad)
+    windows = lines.view(-1).unfold(0, width, 1)
+    return windows.index_select(0, row_starts.view(-1)).view(images.shape)
+
+
+def _shift_columns(images: torch.Tensor, shift: torch.Tensor, coefficient: torch.Tensor) -> torch.Tensor:
+    """Affine maps that move each column along y by its own amount (shear_y, translate_y).
+
+    shift: float64 [B, W], or [B, 1] when every column moves alike: then whole rows are copied.
+    """
+    batch, channels, height, width = images.shape
+    cell, weight, fractional, nice, reach = _line_moves(shift, coefficient)
+    pad = reach + 1
+    weights = _line_weights(shift, cell, weight, fractional, nice, height)
+    lines = _lerped_lines(images, None if weights is None else weights.transpose(1, 2).unsqueeze(1), 2, pad)
+    padded_height = height + 2 * pad
+    plane_rows = torch.arange(0, batch * channels * padded_height, padded_height, device=images.device)
+    source_rows = plane_rows.view(batch, channels, 1, 1) + torch.arange(pad, pad + height, device=images.device).view(1, 1, height, 1)
+    source_rows = source_rows + cell.view(batch, 1, 1, -1)
+    if shift.shape[1] == 1:
+        return lines.view(-1, width).index_select(0, source_rows.view(-1)).view(images.shape)
+    columns = torch.arange(width, dtype=torch.int32, device=images.device)
+    index = source_rows.to(torch.int32).mul_(width).add_(columns)
+    return lines.view(-1).index_select(0, index.view(-1)).view(images.shape)
 
 
 def _pixel_centres(count: int, device: torch.device) -> torch.Tensor:
@@ -281,13 +335,14 @@ def _sample_affine(images: torch.Tensor, column_terms: tuple[torch.Tensor, torch
         source.clamp_(0.5, size - 0.5).mul_(2.0 / size).sub_(1.0).masked_fill_(outside, -4.0)
     value = torch.nn.functional.grid_sample(images.to(torch.float32), grid, mode="bilinear",
                                             padding_mode="zeros", align_corners=False)
-    return _finish(value.add_(1e-3), images)
+    return value.add_(_ROTATE_BIAS).to(torch.int32).to(torch.uint8)
 
 
 def rotate(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.rotate(degrees, resample=BILINEAR): counter-clockwise about the centre, with PIL's matrix."""
     _check_images(images)
     degrees = _as_magnitude(magnitude, images, "rotate degrees")
+    images = images.contiguous()
     height, width = images.shape[2:]
     # Image.rotate: angle % 360, -radians, cos/sin rounded to 15 decimals, centre (w/2, h/2).
     radians = -((degrees % 360.0) * (torch.pi / 180.0))
@@ -306,28 +361,28 @@ def shear_x(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, s, 0, 0, 1, 0), BILINEAR): row y moves by s (y + .5)."""
     _check_images(images)
     shear = _as_magnitude(magnitude, images, "shear_x coefficient").view(-1, 1)
-    return _shift_along(images, shear * _pixel_centres(images.shape[2], images.device), dim=3)
+    return _shift_rows(images.contiguous(), shear * _pixel_centres(images.shape[2], images.device), shear)
 
 
 def shear_y(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, 0, 0, s, 1, 0), BILINEAR): column x moves by s (x + .5)."""
     _check_images(images)
     shear = _as_magnitude(magnitude, images, "shear_y coefficient").view(-1, 1)
-    return _shift_along(images, shear * _pixel_centres(images.shape[3], images.device), dim=2)
+    return _shift_columns(images.contiguous(), shear * _pixel_centres(images.shape[3], images.device), shear)
 
 
 def translate_x(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, 0, t, 0, 1, 0), BILINEAR): output pixel x shows source x + t."""
     _check_images(images)
     pixels = _as_magnitude(magnitude, images, "translate_x pixels")
-    return _shift_along(images, pixels.view(-1, 1).repeat(1, images.shape[2]), dim=3)
+    return _shift_rows(images.contiguous(), pixels.view(-1, 1), pixels)
 
 
 def translate_y(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, 0, 0, 0, 1, t), BILINEAR): output pixel y shows source y + t."""
     _check_images(images)
     pixels = _as_magnitude(magnitude, images, "translate_y pixels")
-    return _shift_along(images, pixels.view(-1, 1).repeat(1, images.shape[3]), dim=2)
+    return _shift_columns(images.contiguous(), pixels.view(-1, 1), pixels)
 
 
 # --------------------------------------------------------------------------- ImageEnhance ops
