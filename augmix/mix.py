@@ -157,35 +157,53 @@ def _magnitude(op_name: str, level: Tensor, sign: Tensor, height: int, width: in
     return augmix_ops.magnitude_for(op_name, level, sign, size)
 
 
-def _apply_op(name: str, group: Tensor, level: Tensor, sign: Tensor) -> Tensor:
+OP_BLOCK_BYTES = 1 << 20
+"""uint8 input per op call on CPU. An op makes several passes over float copies of its input; in
+blocks of ~1 MiB these stay in cache and their buffers are reused, where a whole group of 224x224
+images (tens of MiB of float) goes to memory and page-faults fresh allocations: 2-3x faster."""
+
+
+def _apply_op(name: str, group: Tensor, level: Tensor, sign: Tensor, out: Tensor) -> None:
+    """Run op `name` on `group`, writing into `out` (same shape), block by block on CPU."""
     op = getattr(augmix_ops, name)
     if name in OPS_WITHOUT_MAGNITUDE:
-        return op(group)
-    height, width = group.shape[2:]
-    return op(group, _magnitude(name, level, sign, height, width).to(group.device))
+        magnitude = None
+    else:
+        height, width = group.shape[2:]
+        magnitude = _magnitude(name, level, sign, height, width).to(group.device)
+    block = group.shape[0] if group.is_cuda else max(1, OP_BLOCK_BYTES // group[0].numel())
+    for start in range(0, group.shape[0], block):
+        rows = slice(start, start + block)
+        out[rows].copy_(op(group[rows]) if magnitude is None else op(group[rows], magnitude[rows]))
 
 
-def _gather_rows(images: Tensor, index: Tensor) -> Tensor:
-    """images[index] along dim 0, with each row viewed as int64 words when it allows.
+def _gather_rows(images: Tensor, index: Tensor, out: Tensor | None = None) -> Tensor:
+    """images[index] along dim 0 (into `out`, contiguous, when given), with rows viewed as int64 words when it allows.
 
     index_select moves elements one by one; on uint8 rows that is ~5x slower than on the same bytes
     viewed as int64 (a 32x32 RGB row is 384 words instead of 3072 bytes).
     """
+    if out is None:
+        out = images.new_empty((index.shape[0],) + tuple(images.shape[1:]))
     row_bytes = images[0].numel() if images.shape[0] else 0
     if images.is_contiguous() and row_bytes % 8 == 0 and row_bytes > 0 and images.storage_offset() % 8 == 0:
         words = images.view(images.shape[0], -1).view(torch.int64)
-        return words.index_select(0, index).view(torch.uint8).view((index.shape[0],) + tuple(images.shape[1:]))
-    return images.index_select(0, index)
+        torch.index_select(words, 0, index, out=out.view(index.shape[0], -1).view(torch.int64))
+    else:
+        torch.index_select(images, 0, index, out=out)
+    return out
 
 
 def _run_chains(images: Tensor, plans: Sequence[AugMixPlan]) -> Tensor:
     """uint8 [V·B·width, 3, H, W]: chain i of sample b of plan v at row (v·B + b)·width + i.
 
     The working batch is kept sorted by the current step's op, so each op reads a contiguous slice
-    (a view) and the results are concatenated: one gather per step and no scatter (index_copy_ on
-    uint8 rows is ~10x slower than index_select). Rows whose chain has ended sort first and are
-    parked as views; one final gather restores the row order. Sorting happens on the CPU copy of
-    the plan, so a CUDA batch needs only one small index transfer per step.
+    (a view): one gather per step and no scatter (index_copy_ on uint8 rows is ~10x slower than
+    index_select). Rows whose chain has ended sort first and are carried over unchanged. Two
+    working buffers are reused across the steps (each op writes its block into the other), since a
+    fresh multi-MiB tensor per step costs its page faults. One final gather restores the row order.
+    Sorting happens on the CPU copy of the plan, so a CUDA batch needs only one small index
+    transfer per step.
     """
     batch = images.shape[0]
     chains = plans[0].width
@@ -195,38 +213,31 @@ def _run_chains(images: Tensor, plans: Sequence[AugMixPlan]) -> Tensor:
     sign = torch.cat([plan.sign.cpu().reshape(-1, max_depth) for plan in plans])
     ops = plans[0].ops
     row_at = torch.arange(op_index.shape[0])  # position in the working batch -> row id
-    work = images
-    source_of = (row_at // chains) % batch  # step 0 gathers straight from `images`
-    parked: list[Tensor] = []
-    parked_rows: list[Tensor] = []
+    shape = (op_index.shape[0],) + tuple(images.shape[1:])
+    current = images.new_empty(shape)
+    spare = images.new_empty(shape)
+    source, source_of = images, (row_at // chains) % batch  # step 0 gathers straight from `images`
     for step in range(max_depth):
         column = op_index[row_at, step]
         order = torch.argsort(column, stable=True)
         counts = torch.bincount(column + 1, minlength=len(ops) + 1).tolist()
+        if counts[0] == len(row_at):  # every chain has ended
+            break
         gather_from = source_of[order] if step == 0 else order
-        work = _gather_rows(work, gather_from.to(images.device))
+        _gather_rows(source, gather_from.to(images.device), out=current)
         row_at = row_at[order]
         finished = counts[0]
-        if finished:
-            parked.append(work[:finished])
-            parked_rows.append(row_at[:finished])
-        results = []
+        spare[:finished] = current[:finished]
         start = finished
         for op_id, count in enumerate(counts[1:]):
-            if count == 0:
-                continue
-            rows = row_at[start:start + count]
-            results.append(_apply_op(ops[op_id], work[start:start + count], level[rows, step], sign[rows, step]))
-            start += count
-        row_at = row_at[finished:]
-        if not results:  # every chain has ended
-            break
-        work = torch.cat(results) if len(results) > 1 else results[0]
-    if row_at.numel():
-        parked.append(work)
-        parked_rows.append(row_at)
-    position_of_row = torch.argsort(torch.cat(parked_rows))
-    return _gather_rows(torch.cat(parked), position_of_row.to(images.device))
+            if count:
+                rows = row_at[start:start + count]
+                group = slice(start, start + count)
+                _apply_op(ops[op_id], current[group], level[rows, step], sign[rows, step], spare[group])
+                start += count
+        source = spare  # the next step gathers from it into `current`, then writes `spare` again
+    position_of_row = torch.argsort(row_at)
+    return _gather_rows(source, position_of_row.to(images.device))
 
 
 MIX_BLOCK_BYTES = 1 << 20  # float32 output per mixing block: small enough to stay in L2 across the passes
