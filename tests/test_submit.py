@@ -33,7 +33,12 @@ def ray_head(tmp_path_factory):
         pytest.skip("the `ray` command is not installed beside this Python")
     temp_dir = Path(f"/tmp/augmix-head-{os.getpid()}")
     dashboard = _free_port()
-    command = [str(ray_binary), "start", "--head", "--block", "--num-cpus=4", f"--port={_free_port()}",
+    # Every port of its own: the session's Ray cluster already holds the defaults (the dashboard
+    # agent's 52365 among them), and a head whose agent cannot bind refuses every job.
+    ports = [f"--{name}={_free_port()}" for name in (
+        "port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+        "metrics-export-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
+    command = [str(ray_binary), "start", "--head", "--block", "--num-cpus=4", *ports,
                "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
                "--include-dashboard=true", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     log = open(tmp_path_factory.mktemp("head") / "head.log", "wb")

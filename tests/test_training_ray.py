@@ -40,7 +40,7 @@ def _fit(config):
 def test_killed_worker_recovers_from_last_checkpoint_and_a_finished_run_resumes(ray_cluster, tmp_path,
                                                                               monkeypatch):
     marker = tmp_path / "killed"
-    monkeypatch.setenv(FAULT_ENV, f"2:1:{marker}")
+    monkeypatch.setenv(FAULT_ENV, f"kill:2:1:{marker}")
     config = _config(tmp_path)
     first = _fit(config)
 

@@ -135,16 +135,32 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def maybe_inject_failure(fault: dict[str, Any] | None, epoch: int, rank: int) -> None:
-    """Test hook: kill this worker process once, after the training steps of `epoch` on `rank`, before
-    that epoch's report (marker file = once). Not at the epoch's start: a worker that dies right
+    """Test hook, "kill": end this worker process once, after the training steps of `epoch` on `rank`,
+    before that epoch's report (marker file = once). Not at the epoch's start: a worker that dies right
     after a report can race the controller collecting it, and the test wants a known last checkpoint."""
-    if not fault or fault.get("epoch") != epoch or fault.get("rank") != rank:
+    if not fault or fault["action"] != "kill" or fault["epoch"] != epoch or fault["rank"] != rank:
         return
-    marker = Path(fault["marker"])
+    marker = Path(fault["path"])
     if marker.exists():
         return
     marker.write_text(f"killed rank {rank} at the end of epoch {epoch}\n")
     os._exit(1)
+
+
+def maybe_hold_before_report(fault: dict[str, Any] | None, epoch: int, rank: int) -> None:
+    """Test hook, "hold": once, with `epoch`'s checkpoint written locally and about to be reported,
+    write this process's pid to `<path>/holding` and wait for `<path>/release`. A test takes the
+    storage down in between, so the upload of exactly this checkpoint meets the outage (timing it
+    from outside is a race)."""
+    if not fault or fault["action"] != "hold" or fault["epoch"] != epoch or fault["rank"] != rank:
+        return
+    folder = Path(fault["path"])
+    if (folder / "holding").exists():
+        return
+    (folder / "holding").write_text(f"{os.getpid()}\n")
+    deadline = time.monotonic() + 600
+    while not (folder / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -274,6 +290,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     "classes": runtime.get("classes"),
                 }, Path(directory) / CHECKPOINT_FILE)
                 report_checkpoint = ray.train.Checkpoint.from_directory(directory)
+            maybe_hold_before_report(runtime.get("fault"), epoch, rank)
             ray.train.report(metrics, checkpoint=report_checkpoint)
         if keep and previous_local_dir:
             shutil.rmtree(previous_local_dir, ignore_errors=True)
