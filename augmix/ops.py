@@ -314,47 +314,56 @@ def _pixel_centres(count: int, device: torch.device) -> torch.Tensor:
     return torch.arange(count, dtype=torch.float64, device=device).add_(0.5)
 
 
-def _sample_affine(images: torch.Tensor, column_terms: tuple[torch.Tensor, torch.Tensor],
-                   row_terms: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """PIL's bilinear affine sample with grid_sample's fused float32 kernel.
-
-    column_terms / row_terms: float64 ([B,W], [B,H]) pairs whose outer sums are the source x and
-    y of every output pixel. grid_sample clamps the source point where PIL clamps the neighbours,
-    which gives the same value for every point inside the image; points outside are sent far away
-    so that zero padding returns PIL's 0. Its weighted sum of four neighbours differs from PIL's
-    three lerps by float32 rounding, so 1e-3 is added before truncating: a value PIL lands exactly
-    on an integer (flat regions, axis-aligned angles) is not pushed below it.
-    """
-    batch, channels, height, width = images.shape
-    grid = torch.empty(batch, height, width, 2, dtype=torch.float32, device=images.device)
-    for axis, (per_column, per_row), size in ((0, column_terms, width), (1, row_terms, height)):
-        source = torch.add(per_row.unsqueeze(2), per_column.unsqueeze(1), out=grid[..., axis])
-        outside = (source < 0) | (source >= size)
-        # grid_sample (align_corners=False) reads pixel (g + 1) * size / 2 - .5: keep it within the
-        # pixel centres (PIL's clamp) and send outside points beyond the zero padding.
-        source.clamp_(0.5, size - 0.5).mul_(2.0 / size).sub_(1.0).masked_fill_(outside, -4.0)
-    value = torch.nn.functional.grid_sample(images.to(torch.float32), grid, mode="bilinear",
-                                            padding_mode="zeros", align_corners=False)
-    return value.add_(_ROTATE_BIAS).to(torch.int32).to(torch.uint8)
-
-
 def rotate(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.rotate(degrees, resample=BILINEAR): counter-clockwise about the centre, with PIL's matrix."""
     _check_images(images)
-    degrees = _as_magnitude(magnitude, images, "rotate degrees")
-    images = images.contiguous()
-    height, width = images.shape[2:]
+    return _rotate(images, _as_magnitude(magnitude, images, "rotate degrees"))
+
+
+def _rotation_grids(degrees: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """grid_sample's float32 grid [N,H,W,2] for PIL's rotation by each angle (float64 [N]).
+
+    grid_sample (align_corners=False) reads source x at grid value 2 x / W - 1. PIL's source x is
+    a (x+.5) + b (y+.5) + c: the terms per column and per row are computed in double and scaled, and
+    their sums (float32) form the grid. A point inside the image is clamped to the pixel centres
+    (PIL clamps its neighbours, which gives the same value), a point outside is sent beyond the zero
+    padding (PIL's 0).
+    """
     # Image.rotate: angle % 360, -radians, cos/sin rounded to 15 decimals, centre (w/2, h/2).
     radians = -((degrees % 360.0) * (torch.pi / 180.0))
     cos = torch.round(torch.cos(radians), decimals=15).view(-1, 1)
     sin = torch.round(torch.sin(radians), decimals=15).view(-1, 1)
     neg_sin = torch.round(-torch.sin(radians), decimals=15).view(-1, 1)
-    centre_x, centre_y = width / 2, height / 2
-    c = cos * -centre_x + sin * -centre_y + 0.0 + centre_x
-    f = neg_sin * -centre_x + cos * -centre_y + 0.0 + centre_y
-    xs = _pixel_centres(width, images.device)
-    ys = _pixel_centres(height, images.device)
-    return _sample_affine(images, (cos * xs + c, sin * ys), (neg_sin * xs, cos * ys + f))
+    c = cos * (-width / 2) + sin * (-height / 2) + width / 2
+    f = neg_sin * (-width / 2) + cos * (-height / 2) + height / 2
+    xs = torch.arange(width, dtype=torch.float64, device=degrees.device).add_(0.5)
+    ys = torch.arange(height, dtype=torch.float64, device=degrees.device).add_(0.5)
+    count = degrees.shape[0]
+    grid = torch.empty(count, height, width, 2, dtype=torch.float32, device=degrees.device)
+    outside = None
+    for axis, per_column, per_row, size in ((0, cos * xs, sin * ys + c, width), (1, neg_sin * xs, cos * ys + f, height)):
+        column_term = (per_column * (2.0 / size)).to(torch.float32).view(count, 1, width)
+        row_term = (per_row * (2.0 / size) - 1.0).to(torch.float32).view(count, height, 1)
+        source = torch.add(column_term, row_term)  # contiguous [N,H,W]: the fast add
+        out_of_range = (source < -1.0) | (source >= 1.0)
+        outside = out_of_range if outside is None else outside.logical_or_(out_of_range)
+        grid[..., axis] = source.clamp_(1.0 / size - 1.0, 1.0 - 1.0 / size)
+    return grid.masked_fill_(outside.unsqueeze(3), -4.0)
+
+
+def _rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """PIL's bilinear rotation as one fused float32 grid_sample.
+
+    The sampler draws whole degrees, so a batch holds few distinct angles: their grids are built once
+    each and gathered per image. The bias rides on the input: inside the image the bilinear weights
+    sum to 1, so it comes through unchanged (see _ROTATE_BIAS).
+    """
+    angles, angle_of_image = torch.unique(degrees, return_inverse=True)
+    grids = _rotation_grids(angles, images.shape[2], images.shape[3])
+    grid = grids.index_select(0, angle_of_image) if angles.shape[0] > 1 else grids.expand(images.shape[0], -1, -1, -1)
+    biased = images.to(torch.float32).add_(_ROTATE_BIAS)
+    value = torch.nn.functional.grid_sample(biased, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return value.to(torch.int32).to(torch.uint8)
 
 
 def shear_x(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:

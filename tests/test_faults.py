@@ -1,11 +1,10 @@
 """Faults on a real local Ray cluster: a Ray Data AugMix actor killed mid-epoch.
 
-Also: the S3 server stopped while a checkpoint uploads. (A train worker killed mid-run is in
-test_training_ray.py; wrong S3 credentials and missing buckets in test_s3_integration.py.)
+(A train worker killed mid-run is in test_training_ray.py; the S3 server stopped during a checkpoint
+upload, wrong credentials and missing buckets in test_s3_integration.py.)
 """
 from __future__ import annotations
 
-import io
 import os
 import signal
 import threading
@@ -110,74 +109,3 @@ def test_killed_augmix_actor_is_replaced_and_the_epoch_completes(ray_cluster, tm
 
 # --- the S3 server stopped while a checkpoint uploads -----------------------------------------------
 
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _s3_checkpoints(bucket: str, prefix: str) -> list[str]:
-    import boto3
-
-    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return sorted(entry["Key"] for page in pages for entry in page.get("Contents", [])
-                  if entry["Key"].endswith("/checkpoint.pt"))
-
-
-@pytest.mark.timeout(600)
-def test_s3_down_during_a_checkpoint_upload_fails_that_report_and_the_retry_succeeds(
-        ray_cluster, s3_service, s3_bucket, tmp_path, monkeypatch):
-    """The epoch-2 checkpoint meets a stopped S3 server: that report fails, the worker group is
-    retried (FailureConfig), the retry resumes from the epoch-1 checkpoint once S3 is back, and the
-    run ends with complete checkpoints only."""
-    import boto3
-
-    hold = tmp_path / "hold"
-    hold.mkdir()
-    monkeypatch.setenv(training.FAULT_ENV, f"hold:2:0:{hold}")
-    config = _config(f"s3://{s3_bucket}/run", name="s3_outage", epochs=3, max_failures=10)
-    outcome: dict = {}
-
-    def fit() -> None:
-        try:
-            outcome["result"] = train(config, run_config=build_run_config(config, controller_failure_limit=0))
-        except BaseException as error:  # noqa: BLE001 - reported to the test below
-            outcome["error"] = error
-
-    runner = threading.Thread(target=fit, daemon=True)
-    runner.start()
-    deadline = time.monotonic() + 300
-    while not (hold / "holding").exists():
-        assert runner.is_alive(), f"training ended before epoch 2's report: {outcome}"
-        assert time.monotonic() < deadline, "the worker never reached epoch 2's report"
-        time.sleep(0.2)
-    assert len(_s3_checkpoints(s3_bucket, "run/train/s3_outage/")) == 1  # epoch 1's
-
-    worker_pid = int((hold / "holding").read_text())
-    s3_service.stop()
-    try:
-        (hold / "release").write_text("go\n")
-        deadline = time.monotonic() + 180
-        while _process_exists(worker_pid):  # the failed report ends this worker group
-            assert time.monotonic() < deadline, "the worker whose upload failed is still alive"
-            time.sleep(0.2)
-        assert runner.is_alive(), f"the run ended while S3 was down: {outcome}"
-    finally:
-        s3_service.start()
-    runner.join(timeout=400)
-
-    assert not runner.is_alive(), "training did not finish after S3 came back"
-    assert "error" not in outcome, f"training failed: {outcome.get('error')!r}"
-    result = outcome["result"]
-    assert [m["epoch"] for m in result.metrics] == [1, 2, 3]
-    assert [m["attempt"] for m in result.metrics] == [0, 1, 1]  # epoch 2 was redone by the retry
-    epochs = []
-    for key in _s3_checkpoints(s3_bucket, "run/train/s3_outage/"):
-        body = boto3.client("s3").get_object(Bucket=s3_bucket, Key=key)["Body"].read()
-        epochs.append(torch.load(io.BytesIO(body), map_location="cpu", weights_only=False)["epoch"])
-    assert epochs[-2:] == [2, 3], epochs  # num_to_keep=2, both complete and loadable
-    assert result.checkpoint_uri.endswith(_s3_checkpoints(s3_bucket, "run/train/s3_outage/")[-1]
-                                          .removesuffix("/checkpoint.pt"))

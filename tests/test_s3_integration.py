@@ -1,12 +1,15 @@
 """Runs with their storage on a real S3 server (the session's SeaweedFS, signatures enforced).
 
-Training checkpoints to s3:// and a longer rerun resumes from them (a leftover half-written checkpoint
+Training checkpoints to s3://, survives the server stopping mid-upload (the retry resumes from the
+last complete checkpoint), and a longer rerun resumes from S3 (a leftover half-written checkpoint
 folder is not taken as the latest); evaluation cells land in s3:// and a rerun skips them; wrong
 credentials and a missing bucket end the CLI with one line naming the bucket.
 """
 from __future__ import annotations
 
 import io
+import os
+import threading
 import time
 
 import boto3
@@ -16,7 +19,7 @@ import torch
 from orchestrator.cli import main as cli_main
 from orchestrator.config import build_config
 from orchestrator.evaluation import evaluate
-from orchestrator.training import build_run_config, train
+from orchestrator.training import FAULT_ENV, build_run_config, train
 
 pytestmark = pytest.mark.ray
 
@@ -32,30 +35,87 @@ def _load(bucket: str, key: str) -> dict:
     return torch.load(io.BytesIO(body), map_location="cpu", weights_only=False)
 
 
-def _training_config(uri: str, epochs: int):
+def _checkpoints(bucket: str, prefix: str) -> list[str]:
+    return sorted(key for key in _objects(bucket, prefix) if key.endswith("/checkpoint.pt"))
+
+
+def _training_config(uri: str, epochs: int, max_failures: int = 0):
     return build_config({
         "name": "s3_run",
         "data": {"synthetic_train_size": 400, "validation_fraction": 0.2},
         "model": {"name": "wrn10_1"},
-        "train": {"epochs": epochs, "batch_size": 32, "max_steps_per_epoch": 2, "max_failures": 0},
+        "train": {"epochs": epochs, "batch_size": 32, "max_steps_per_epoch": 2,
+                  "max_failures": max_failures},
         "scaling": {"num_workers": 1, "cpus_per_worker": 0.5, "data_actors": 1, "cpus_per_data_actor": 0.5,
                     "data_batch_size": 64},
         "storage": {"uri": uri},
     })
 
 
-@pytest.mark.timeout(600)
-def test_training_checkpoints_to_s3_and_a_longer_rerun_resumes_from_there(ray_cluster, s3_bucket):
-    uri = f"s3://{s3_bucket}/run"
-    first_config = _training_config(uri, epochs=2)
-    first = train(first_config, run_config=build_run_config(first_config, controller_failure_limit=0))
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
+
+def _train_in_background(config) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = train(config, run_config=build_run_config(config, controller_failure_limit=0))
+        except BaseException as error:  # noqa: BLE001 - reported to the test
+            outcome["error"] = error
+
+    runner = threading.Thread(target=fit, daemon=True)
+    runner.start()
+    return runner, outcome
+
+
+def _wait_for(condition, runner: threading.Thread, outcome: dict, what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert runner.is_alive(), f"training ended before {what}: {outcome}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(600)
+def test_s3_checkpoints_survive_an_outage_mid_upload_and_a_longer_rerun_resumes(
+        ray_cluster, s3_service, s3_bucket, tmp_path, monkeypatch):
+    """Epoch 2's checkpoint upload meets a stopped S3 server: that report fails, FailureConfig retries
+    the worker group, which resumes from epoch 1's checkpoint in S3 once the server is back. Then a
+    longer rerun resumes from S3 and ignores a newer-named, half-written checkpoint folder."""
+    uri, run_prefix = f"s3://{s3_bucket}/run", "run/train/s3_run/"
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    monkeypatch.setenv(FAULT_ENV, f"hold:2:0:{hold}")
+    first_config = _training_config(uri, epochs=2, max_failures=10)
+    runner, outcome = _train_in_background(first_config)
+    _wait_for((hold / "holding").exists, runner, outcome, "epoch 2's report", 300)
+    assert [_load(s3_bucket, key)["epoch"] for key in _checkpoints(s3_bucket, run_prefix)] == [1]
+
+    worker_pid = int((hold / "holding").read_text())
+    s3_service.stop()
+    try:
+        (hold / "release").write_text("go\n")
+        _wait_for(lambda: not _process_exists(worker_pid), runner, outcome,
+                  "the worker whose upload failed to go", 180)
+    finally:
+        s3_service.start()
+    runner.join(timeout=400)
+    assert not runner.is_alive(), "training did not finish after S3 came back"
+    assert "error" not in outcome, f"training failed: {outcome.get('error')!r}"
+    first = outcome["result"]
+    monkeypatch.delenv(FAULT_ENV)
+
+    assert [m["epoch"] for m in first.metrics] == [1, 2]
+    assert [m["attempt"] for m in first.metrics] == [0, 1]  # epoch 2 was redone by the retry
     assert first.model_uri == f"{uri}/model/model.pt"
-    assert first.checkpoint_uri.startswith(f"{uri}/train/s3_run/")
-    run_prefix = "run/train/s3_run/"
-    checkpoints = sorted(key for key in _objects(s3_bucket, run_prefix) if key.endswith("/checkpoint.pt"))
-    assert len(checkpoints) == 2, checkpoints  # one per epoch, num_to_keep=2
-    assert [_load(s3_bucket, key)["epoch"] for key in checkpoints] == [1, 2]
+    checkpoints = _checkpoints(s3_bucket, run_prefix)
+    assert [_load(s3_bucket, key)["epoch"] for key in checkpoints] == [1, 2]  # complete, num_to_keep=2
     assert first.checkpoint_uri == f"s3://{s3_bucket}/{checkpoints[-1].removesuffix('/checkpoint.pt')}"
     model = _load(s3_bucket, "run/model/model.pt")
     assert model["epoch"] == 2 and model["model_name"] == "wrn10_1"
@@ -71,11 +131,10 @@ def test_training_checkpoints_to_s3_and_a_longer_rerun_resumes_from_there(ray_cl
 
     assert [m["epoch"] for m in resumed.metrics] == [1, 2, 3]
     assert resumed.metrics[:2] == first.metrics  # continued from the epoch-2 checkpoint in S3
-    assert resumed.metrics[2]["attempt"] == 1
+    assert resumed.metrics[2]["attempt"] == 2
     assert resumed.checkpoint_uri != f"s3://{s3_bucket}/{partial_folder}"
     assert _load(s3_bucket, "run/model/model.pt")["epoch"] == 3
-    newest = sorted(key for key in _objects(s3_bucket, run_prefix)
-                    if key.endswith("/checkpoint.pt") and not key.startswith(partial_folder))
+    newest = [key for key in _checkpoints(s3_bucket, run_prefix) if not key.startswith(partial_folder)]
     assert _load(s3_bucket, newest[-1])["epoch"] == 3
 
 
