@@ -108,37 +108,41 @@ def autocontrast(images: torch.Tensor) -> torch.Tensor:
     """ImageOps.autocontrast(img): per channel, stretch [lo, hi] to [0, 255] via PIL's double-precision LUT."""
     _check_images(images)
     batch, channels = images.shape[:2]
-    planes = images.reshape(batch, channels, -1)
+    planes = images.reshape(batch * channels, -1)
     # amin and amax on uint8 vectorise; aminmax does not (~100x slower per pixel on CPU).
-    lo = planes.amin(dim=2, keepdim=True).to(torch.float64)
-    hi = planes.amax(dim=2, keepdim=True).to(torch.float64)
+    lo = planes.amin(dim=1, keepdim=True).to(torch.float64)
+    hi = planes.amax(dim=1, keepdim=True).to(torch.float64)
     stretch = hi > lo
     # PIL: scale = 255.0 / (hi - lo); offset = -lo * scale; int(ix * scale + offset) clipped to 0..255.
     # (A tensor numerator: torch turns `scalar / tensor` into a reciprocal product, off by an ulp.)
-    scale = torch.full_like(hi, 255.0) / torch.where(stretch, hi - lo, torch.ones_like(hi))
-    offset = -lo * scale
+    # A flat channel keeps its values: scale 1, offset 0 give the identity table.
+    scale = torch.where(stretch, torch.full_like(hi, 255.0) / (hi - lo), 1.0)
+    offset = torch.where(stretch, -lo * scale, 0.0)
     levels = torch.arange(256, dtype=torch.float64, device=images.device)
-    stretched = (levels * scale + offset).trunc().clamp_(0, 255)
-    lut = torch.where(stretch, stretched, levels.expand_as(stretched)).to(torch.uint8)
+    lut = (levels * scale).add_(offset).trunc_().clamp_(0, 255).to(torch.uint8)
     return _apply_channel_lut(images, lut, _lut_index(images))
 
 
 def equalize(images: torch.Tensor) -> torch.Tensor:
-    """ImageOps.equalize(img): PIL's per-channel cumulative LUT with step = (n - count of top level) // 255."""
+    """ImageOps.equalize(img): PIL's per-channel cumulative LUT with step = (n - count of top level) // 255.
+
+    step > 0 implies at least two levels are present, PIL's other condition. The table is built in
+    float64, where floor(a / b) of these integers (far below 2^53) is exact and division is cheap.
+    """
     _check_images(images)
     batch, channels, height, width = images.shape
+    planes = batch * channels
     index = _lut_index(images)
-    hist = torch.bincount(index, minlength=batch * channels * 256).view(batch, channels, 256)
-    levels = torch.arange(256, device=images.device)
-    present = hist > 0
-    top_level = torch.where(present, levels, 0).amax(dim=2, keepdim=True)
-    top_count = torch.gather(hist, 2, top_level)
-    step = (height * width - top_count) // 255
-    equalizable = (present.sum(dim=2, keepdim=True) > 1) & (step > 0)
-    safe_step = torch.where(equalizable, step, torch.ones_like(step))
-    before = hist.cumsum(dim=2).sub_(hist)  # pixels strictly below each level
-    equalized = (safe_step // 2 + before).div_(safe_step, rounding_mode="floor").clamp_(max=255)  # point() clips
-    lut = torch.where(equalizable, equalized, levels.expand_as(equalized)).to(torch.uint8)
+    hist = torch.bincount(index, minlength=planes * 256).view(planes, 256)
+    top_level = images.reshape(planes, -1).amax(dim=1, keepdim=True).to(torch.int64)
+    step = (height * width - torch.gather(hist, 1, top_level)) // 255
+    equalizable = step > 0
+    step = torch.where(equalizable, step, 1).to(torch.float64)
+    counts = hist.to(torch.float64)
+    before = counts.cumsum(dim=1).sub_(counts)  # pixels strictly below each level
+    equalized = before.add_(step.div(2).floor_()).div_(step).floor_().clamp_(max=255)  # point() clips
+    levels = torch.arange(256, dtype=torch.float64, device=images.device)
+    lut = torch.where(equalizable, equalized, levels).to(torch.uint8)
     return _apply_channel_lut(images, lut, index)
 
 
