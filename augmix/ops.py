@@ -9,6 +9,7 @@ conversion); the comments say which PIL behaviour a line reproduces.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable
 
 import torch
@@ -355,15 +356,37 @@ def _rotation_grids(degrees: torch.Tensor, height: int, width: int) -> torch.Ten
     return grid.masked_fill_(outside.unsqueeze(3), -4.0)
 
 
+_ROTATION_GRID_CACHE: "OrderedDict[tuple[float, int, int, str], torch.Tensor]" = OrderedDict()
+_ROTATION_GRID_CACHE_SIZE = 64
+"""Grids of the most recently used (angle, size, device)s: the sampler draws whole degrees (at most
+61 values at severity 10), so after warm-up every grid comes from here (a 224x224 grid is 400 KB)."""
+
+
+def _cached_rotation_grids(angles: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """_rotation_grids(angles, ...) [N,H,W,2], building only the grids not already in the cache."""
+    keys = [(angle, height, width, str(angles.device)) for angle in angles.tolist()]
+    missing = [i for i, key in enumerate(keys) if key not in _ROTATION_GRID_CACHE]
+    if missing:
+        built = _rotation_grids(angles[missing], height, width)
+        for position, grid in zip(missing, built):
+            _ROTATION_GRID_CACHE[keys[position]] = grid
+    for key in keys:
+        _ROTATION_GRID_CACHE.move_to_end(key)
+    grids = torch.stack([_ROTATION_GRID_CACHE[key] for key in keys])
+    while len(_ROTATION_GRID_CACHE) > max(_ROTATION_GRID_CACHE_SIZE, len(keys)):
+        _ROTATION_GRID_CACHE.popitem(last=False)
+    return grids
+
+
 def _rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     """PIL's bilinear rotation as one fused float32 grid_sample.
 
-    The sampler draws whole degrees, so a batch holds few distinct angles: their grids are built once
-    each and gathered per image. The bias rides on the input: inside the image the bilinear weights
-    sum to 1, so it comes through unchanged (see _ROTATE_BIAS).
+    A batch holds few distinct angles: their grids come from the cache and are gathered per image.
+    The bias rides on the input: inside the image the bilinear weights sum to 1, so it comes through
+    unchanged (see _ROTATE_BIAS).
     """
     angles, angle_of_image = torch.unique(degrees, return_inverse=True)
-    grids = _rotation_grids(angles, images.shape[2], images.shape[3])
+    grids = _cached_rotation_grids(angles, images.shape[2], images.shape[3])
     grid = grids.index_select(0, angle_of_image) if angles.shape[0] > 1 else grids.expand(images.shape[0], -1, -1, -1)
     biased = images.to(torch.float32).add_(_ROTATE_BIAS)
     value = torch.nn.functional.grid_sample(biased, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
