@@ -51,6 +51,8 @@ def test_killed_worker_recovers_from_last_checkpoint_and_a_finished_run_resumes(
     for metrics in first.metrics:
         assert metrics["steps"] == 3 and metrics["train_jsd"] > 0 and 0 <= metrics["val_error"] <= 1
         assert metrics["samples_per_s"] > 0 and 0 <= metrics["data_wait_fraction"] <= 1
+        assert 0 <= metrics["steady_data_wait_fraction"] <= metrics["data_wait_fraction"] + 1e-9
+        assert metrics["first_batch_wait_s"] >= 0
     saved = torch.load(first.model_uri, weights_only=False)
     assert saved["epoch"] == 2 and saved["model_name"] == "wrn10_1"
 

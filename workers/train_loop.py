@@ -222,11 +222,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         )
         model.train()
         sums = np.zeros(4)  # loss, ce, jsd, samples
-        wait = 0.0
+        wait, first_wait = 0.0, None  # first_wait: Ray Data starts this epoch's AugMix actor pool
         epoch_start = tick = time.perf_counter()
         steps = 0
         for batch in batches:
             wait += time.perf_counter() - tick
+            first_wait = wait if first_wait is None else first_wait
             inputs, views = training_inputs(batch, device, trainer_augmix, generator)
             targets = batch["label"].to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, enabled=amp):
@@ -248,8 +249,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         wrong, total, wrong_corrupted = (0, 0, 0) if validation_shard is None else validation_counts(
             model, validation_shard.iter_torch_batches(batch_size=500), device, amp,
             corrupted=score_corrupted, preset=loop_config["eval"]["preset"])
-        loss_sum, ce_sum, jsd_sum, step_count, wrong, total, wrong_corrupted, samples, wait_sum, time_sum = \
-            all_reduce_sums([*sums, wrong, total, wrong_corrupted, steps * train["batch_size"], wait, elapsed], device)
+        (loss_sum, ce_sum, jsd_sum, step_count, wrong, total, wrong_corrupted, samples, wait_sum, time_sum,
+         first_wait_sum) = all_reduce_sums([*sums, wrong, total, wrong_corrupted, steps * train["batch_size"],
+                                            wait, elapsed, first_wait or 0.0], device)
         metrics = {
             "epoch": epoch,
             "train_loss": float(loss_sum / max(step_count, 1)),
@@ -260,6 +262,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                if score_corrupted else {}),
             "samples_per_s": float(samples / max(time_sum / max(world, 1), 1e-9)),
             "data_wait_fraction": float(wait_sum / max(time_sum, 1e-9)),
+            # the same without the wait for the epoch's first batch (the actor pool starting: Ray
+            # Data restarts map actors every epoch), i.e. whether the AugMix CPUs keep up
+            "steady_data_wait_fraction": float((wait_sum - first_wait_sum) / max(time_sum - first_wait_sum, 1e-9)),
+            "first_batch_wait_s": float(first_wait_sum / max(world, 1)),
             "steps": steps,
             "lr": float(scheduler.get_last_lr()[0]),
             "attempt": starts,
@@ -269,7 +275,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             print(f"epoch {epoch}/{train['epochs']}  steps {steps}  loss {metrics['train_loss']:.4f} "
                   f"(ce {metrics['train_ce']:.4f}, jsd {metrics['train_jsd']:.4f})  "
                   f"val error {metrics['val_error']:.4f}  {metrics['samples_per_s']:.1f} samples/s  "
-                  f"data wait {metrics['data_wait_fraction']:.1%}", flush=True)
+                  f"data wait {metrics['data_wait_fraction']:.1%} "
+                  f"({metrics['first_batch_wait_s']:.1f} s to the first batch, then "
+                  f"{metrics['steady_data_wait_fraction']:.1%})", flush=True)
         # local mode (num_workers=0) does not persist checkpoints: keep the newest directory alive
         keep = runtime.get("local_mode", False)
         with (contextlib.nullcontext(tempfile.mkdtemp(prefix="augmix-ckpt-")) if keep
