@@ -152,9 +152,19 @@ def _check_images(images: Tensor) -> None:
         raise ValueError(f"images must have shape [B,3,H,W], got {tuple(images.shape)}")
 
 
-def _magnitude(op_name: str, level: Tensor, sign: Tensor, height: int, width: int) -> Tensor:
-    size = height if op_name == "translate_y" else width
-    return augmix_ops.magnitude_for(op_name, level, sign, size)
+def _plan_magnitudes(ops: Sequence[str], op_index: Tensor, level: Tensor, sign: Tensor, height: int,
+                     width: int) -> Tensor:
+    """float64 [rows, depth]: the PIL parameter of every op application of a plan (0 where none is taken).
+
+    One vectorised magnitude_for per op over the whole plan, instead of one per op call.
+    """
+    magnitude = torch.zeros(op_index.shape, dtype=torch.float64)
+    for op_id, name in enumerate(ops):
+        if name not in OPS_WITHOUT_MAGNITUDE:
+            size = height if name == "translate_y" else width
+            value = augmix_ops.magnitude_for(name, level, sign, size)
+            magnitude = torch.where(op_index == op_id, value, magnitude)
+    return magnitude
 
 
 OP_BLOCK_BYTES = 1 << 20
@@ -163,26 +173,17 @@ blocks of ~1 MiB these stay in cache and their buffers are reused, where a whole
 images (tens of MiB of float) goes to memory and page-faults fresh allocations: 2-3x faster."""
 
 
-def _apply_op(name: str, group: Tensor, level: Tensor, sign: Tensor, out: Tensor) -> None:
-    """Run op `name` on `group`, writing into `out` (same shape), block by block on CPU."""
-    op = getattr(augmix_ops, name)
-    if name in OPS_WITHOUT_MAGNITUDE:
-        magnitude = None
-    else:
-        height, width = group.shape[2:]
-        magnitude = _magnitude(name, level, sign, height, width).to(group.device)
+def _apply_op(name: str, group: Tensor, magnitude: Tensor | None, out: Tensor) -> None:
+    """Run op `name` (unchecked: the plan's magnitudes are valid) on `group` into `out`, block by block on CPU."""
+    op = augmix_ops.UNCHECKED_OPS[name]
     block = group.shape[0] if group.is_cuda else max(1, OP_BLOCK_BYTES // group[0].numel())
     for start in range(0, group.shape[0], block):
         rows = slice(start, start + block)
-        out[rows].copy_(op(group[rows]) if magnitude is None else op(group[rows], magnitude[rows]))
+        out[rows].copy_(op(group[rows], None if magnitude is None else magnitude[rows]))
 
 
 def _gather_rows(images: Tensor, index: Tensor, out: Tensor | None = None) -> Tensor:
-    """images[index] along dim 0 (into `out`, contiguous, when given), with rows viewed as int64 words when it allows.
-
-    index_select moves elements one by one; on uint8 rows that is ~5x slower than on the same bytes
-    viewed as int64 (a 32x32 RGB row is 384 words instead of 3072 bytes).
-    """
+    """images[index] along dim 0 (into `out`, contiguous, when given), with rows viewed as int64 words when it allows."""
     if out is None:
         out = images.new_empty((index.shape[0],) + tuple(images.shape[1:]))
     row_bytes = images[0].numel() if images.shape[0] else 0
@@ -197,47 +198,55 @@ def _gather_rows(images: Tensor, index: Tensor, out: Tensor | None = None) -> Te
 def _run_chains(images: Tensor, plans: Sequence[AugMixPlan]) -> Tensor:
     """uint8 [V·B·width, 3, H, W]: chain i of sample b of plan v at row (v·B + b)·width + i.
 
-    The working batch is kept sorted by the current step's op, so each op reads a contiguous slice
-    (a view): one gather per step and no scatter (index_copy_ on uint8 rows is ~10x slower than
-    index_select). Rows whose chain has ended sort first and are carried over unchanged. Two
-    working buffers are reused across the steps (each op writes its block into the other), since a
-    fresh multi-MiB tensor per step costs its page faults. One final gather restores the row order.
-    Sorting happens on the CPU copy of the plan, so a CUDA batch needs only one small index
-    transfer per step.
+    At each step the rows still running are gathered, sorted by their op, into one working buffer, so
+    each op reads a contiguous slice (a view) and no scatter is needed (index_copy_ on rows is ~10x
+    slower than index_select). Each step's ops write into their own segment of one output buffer;
+    a row's last output stays where it was written, and one final gather collects them in row order.
+    Rows whose chain has ended are never moved again. Sorting happens on the CPU copy of the plan, so
+    a CUDA batch needs only one small index transfer per step.
     """
-    batch = images.shape[0]
+    batch, device = images.shape[0], images.device
     chains = plans[0].width
     max_depth = plans[0].op_index.shape[2]
     op_index = torch.cat([plan.op_index.cpu().reshape(-1, max_depth) for plan in plans])
     level = torch.cat([plan.level.cpu().reshape(-1, max_depth) for plan in plans])
     sign = torch.cat([plan.sign.cpu().reshape(-1, max_depth) for plan in plans])
     ops = plans[0].ops
-    row_at = torch.arange(op_index.shape[0])  # position in the working batch -> row id
-    shape = (op_index.shape[0],) + tuple(images.shape[1:])
-    current = images.new_empty(shape)
-    spare = images.new_empty(shape)
-    source, source_of = images, (row_at // chains) % batch  # step 0 gathers straight from `images`
+    magnitude = _plan_magnitudes(ops, op_index, level, sign, images.shape[2], images.shape[3])
+    rows = op_index.shape[0]
+    applications = int((op_index >= 0).sum())
+    outputs = images.new_empty((applications,) + tuple(images.shape[1:]))
+    working = images.new_empty((rows,) + tuple(images.shape[1:]))
+    last_output = torch.empty(rows, dtype=torch.int64)  # row id -> its row in `outputs`
+    running = torch.arange(rows)  # row ids still running
+    source, source_row = images, (running // chains) % batch  # step 0 gathers straight from `images`
+    written = 0
     for step in range(max_depth):
-        column = op_index[row_at, step]
-        order = torch.argsort(column, stable=True)
-        counts = torch.bincount(column + 1, minlength=len(ops) + 1).tolist()
-        if counts[0] == len(row_at):  # every chain has ended
+        column = op_index[running, step]
+        if step > 0:
+            still = column >= 0
+            running, source_row, column = running[still], source_row[still], column[still]
+        count = running.shape[0]
+        if count == 0:
             break
-        gather_from = source_of[order] if step == 0 else order
-        _gather_rows(source, gather_from.to(images.device), out=current)
-        row_at = row_at[order]
-        finished = counts[0]
-        spare[:finished] = current[:finished]
-        start = finished
-        for op_id, count in enumerate(counts[1:]):
-            if count:
-                rows = row_at[start:start + count]
-                group = slice(start, start + count)
-                _apply_op(ops[op_id], current[group], level[rows, step], sign[rows, step], spare[group])
-                start += count
-        source = spare  # the next step gathers from it into `current`, then writes `spare` again
-    position_of_row = torch.argsort(row_at)
-    return _gather_rows(source, position_of_row.to(images.device))
+        order = torch.argsort(column, stable=True)
+        running = running[order]
+        current = _gather_rows(source, source_row[order].to(device), out=working[:count])
+        step_outputs = outputs[written:written + count]
+        step_magnitude = magnitude[running, step].to(device)
+        start = 0
+        for op_id, group_size in enumerate(torch.bincount(column, minlength=len(ops)).tolist()):
+            if group_size:
+                group = slice(start, start + group_size)
+                name = ops[op_id]
+                _apply_op(name, current[group], None if name in OPS_WITHOUT_MAGNITUDE else step_magnitude[group],
+                          step_outputs[group])
+                start += group_size
+        source_row = torch.arange(written, written + count)
+        last_output[running] = source_row
+        source = outputs
+        written += count
+    return _gather_rows(outputs, last_output.to(device))
 
 
 MIX_BLOCK_BYTES = 1 << 20  # float32 output per mixing block: small enough to stay in L2 across the passes

@@ -108,6 +108,10 @@ def _apply_channel_lut(images: torch.Tensor, lut: torch.Tensor, index: torch.Ten
 def autocontrast(images: torch.Tensor) -> torch.Tensor:
     """ImageOps.autocontrast(img): per channel, stretch [lo, hi] to [0, 255] via PIL's double-precision LUT."""
     _check_images(images)
+    return _autocontrast(images)
+
+
+def _autocontrast(images: torch.Tensor, magnitude: torch.Tensor | None = None) -> torch.Tensor:
     batch, channels = images.shape[:2]
     planes = images.reshape(batch * channels, -1)
     # amin and amax on uint8 vectorise; aminmax does not (~100x slower per pixel on CPU).
@@ -131,6 +135,10 @@ def equalize(images: torch.Tensor) -> torch.Tensor:
     float64, where floor(a / b) of these integers (far below 2^53) is exact and division is cheap.
     """
     _check_images(images)
+    return _equalize(images)
+
+
+def _equalize(images: torch.Tensor, magnitude: torch.Tensor | None = None) -> torch.Tensor:
     batch, channels, height, width = images.shape
     planes = batch * channels
     index = _lut_index(images)
@@ -154,6 +162,10 @@ def posterize(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     bad = (bits != bits.round()) | (bits < 0) | (bits > 8)
     if bool(bad.any()):
         raise ValueError(f"posterize bits {bits[bad].tolist()} not allowed; expected integers 0..8")
+    return _posterize(images, bits)
+
+
+def _posterize(images: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     mask = (255 << (8 - bits.long())) & 255
     return images & mask.to(torch.uint8).view(-1, 1, 1, 1)
 
@@ -165,7 +177,11 @@ def solarize(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     of p - threshold in int16 gives the mask without a compare-and-select (torch.where on uint8 is slow).
     """
     _check_images(images)
-    threshold = _as_magnitude(magnitude, images, "solarize threshold").ceil().clamp_(0, 256)
+    return _solarize(images, _as_magnitude(magnitude, images, "solarize threshold"))
+
+
+def _solarize(images: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    threshold = threshold.ceil().clamp_(0, 256)
     difference = images.to(torch.int16).sub_(threshold.to(torch.int16).view(-1, 1, 1, 1))
     mask = difference.bitwise_right_shift_(15).bitwise_not_().to(torch.uint8)  # 255 where p >= threshold
     return mask.bitwise_xor_(images)
@@ -396,28 +412,42 @@ def _rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
 def shear_x(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, s, 0, 0, 1, 0), BILINEAR): row y moves by s (y + .5)."""
     _check_images(images)
-    shear = _as_magnitude(magnitude, images, "shear_x coefficient").view(-1, 1)
-    return _shift_rows(images.contiguous(), shear * _pixel_centres(images.shape[2], images.device), shear)
+    return _shear_x(images, _as_magnitude(magnitude, images, "shear_x coefficient"))
+
+
+def _shear_x(images: torch.Tensor, shear: torch.Tensor) -> torch.Tensor:
+    shift = shear.view(-1, 1) * _pixel_centres(images.shape[2], images.device)
+    return _shift_rows(images.contiguous(), shift, shear)
 
 
 def shear_y(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, 0, 0, s, 1, 0), BILINEAR): column x moves by s (x + .5)."""
     _check_images(images)
-    shear = _as_magnitude(magnitude, images, "shear_y coefficient").view(-1, 1)
-    return _shift_columns(images.contiguous(), shear * _pixel_centres(images.shape[3], images.device), shear)
+    return _shear_y(images, _as_magnitude(magnitude, images, "shear_y coefficient"))
+
+
+def _shear_y(images: torch.Tensor, shear: torch.Tensor) -> torch.Tensor:
+    shift = shear.view(-1, 1) * _pixel_centres(images.shape[3], images.device)
+    return _shift_columns(images.contiguous(), shift, shear)
 
 
 def translate_x(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, 0, t, 0, 1, 0), BILINEAR): output pixel x shows source x + t."""
     _check_images(images)
-    pixels = _as_magnitude(magnitude, images, "translate_x pixels")
+    return _translate_x(images, _as_magnitude(magnitude, images, "translate_x pixels"))
+
+
+def _translate_x(images: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
     return _shift_rows(images.contiguous(), pixels.view(-1, 1), pixels)
 
 
 def translate_y(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, 0, 0, 0, 1, t), BILINEAR): output pixel y shows source y + t."""
     _check_images(images)
-    pixels = _as_magnitude(magnitude, images, "translate_y pixels")
+    return _translate_y(images, _as_magnitude(magnitude, images, "translate_y pixels"))
+
+
+def _translate_y(images: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
     return _shift_columns(images.contiguous(), pixels.view(-1, 1), pixels)
 
 
@@ -441,14 +471,20 @@ def _luminance(images: torch.Tensor) -> torch.Tensor:
 def color(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """ImageEnhance.Color(img).enhance(factor): blend with the L-grayscale copy."""
     _check_images(images)
-    factor = _as_magnitude(magnitude, images, "color factor")
+    return _color(images, _as_magnitude(magnitude, images, "color factor"))
+
+
+def _color(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return _blend(_luminance(images), images, factor)
 
 
 def contrast(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """ImageEnhance.Contrast(img).enhance(factor): blend with the image's rounded mean L level."""
     _check_images(images)
-    factor = _as_magnitude(magnitude, images, "contrast factor")
+    return _contrast(images, _as_magnitude(magnitude, images, "contrast factor"))
+
+
+def _contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     luminance = _luminance(images)
     mean = luminance.sum(dim=(1, 2, 3), dtype=torch.float64) / luminance[0].numel()
     degenerate = (mean + 0.5).trunc().view(-1, 1, 1, 1)
@@ -458,7 +494,10 @@ def contrast(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
 def brightness(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """ImageEnhance.Brightness(img).enhance(factor): blend with black."""
     _check_images(images)
-    factor = _as_magnitude(magnitude, images, "brightness factor")
+    return _brightness(images, _as_magnitude(magnitude, images, "brightness factor"))
+
+
+def _brightness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return _blend(torch.zeros((), dtype=torch.uint8, device=images.device), images, factor)
 
 
@@ -469,7 +508,10 @@ def sharpness(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     sits on a half, so the integer (S + 6) // 13 equals PIL's float result.
     """
     _check_images(images)
-    factor = _as_magnitude(magnitude, images, "sharpness factor")
+    return _sharpness(images, _as_magnitude(magnitude, images, "sharpness factor"))
+
+
+def _sharpness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     height, width = images.shape[2:]
     if height < 3 or width < 3:
         return images.clone()
@@ -512,6 +554,26 @@ OPS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 """Every op under its name with the uniform signature (images, magnitude); the two without a
 parameter ignore magnitude, so a sampler can dispatch by name."""
+
+UNCHECKED_OPS: dict[str, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
+    "autocontrast": _autocontrast,
+    "equalize": _equalize,
+    "posterize": _posterize,
+    "rotate": _rotate,
+    "solarize": _solarize,
+    "shear_x": _shear_x,
+    "shear_y": _shear_y,
+    "translate_x": _translate_x,
+    "translate_y": _translate_y,
+    "color": _color,
+    "contrast": _contrast,
+    "brightness": _brightness,
+    "sharpness": _sharpness,
+}
+"""The ops without their argument checks, for callers that build valid input themselves (the batched
+AugMix runs ~30 op calls per batch, where the checks cost as much as a small op): images uint8
+[B,3,H,W], magnitude float64 [B] on the images' device, in range (magnitude_for's output), or None
+for autocontrast and equalize."""
 
 
 def apply_op(name: str, images: torch.Tensor, magnitude: torch.Tensor | None = None) -> torch.Tensor:
