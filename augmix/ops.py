@@ -9,6 +9,7 @@ conversion); the comments say which PIL behaviour a line reproduces.
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Callable
 
@@ -86,6 +87,39 @@ def _as_magnitude(magnitude: torch.Tensor | float, images: torch.Tensor, name: s
     return magnitude
 
 
+# --------------------------------------------------------------------------- scratch buffers
+
+_SCRATCH_MAX_BYTES = 16 << 20
+"""Largest temporary kept for reuse: an op block of ~1 MiB of uint8 (see mix.OP_BLOCK_BYTES) needs
+up to 4 bytes per pixel; larger inputs (a caller's whole batch) allocate as usual."""
+
+_scratch_buffers = threading.local()
+
+
+def _scratch(slot: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised temporary of `shape`, reused across calls on this thread (CPU), by slot name.
+
+    Multi-MiB temporaries freshly allocated per op call are returned to the OS on free and
+    page-faulted back in on the next call; that costs as much as the pass that fills them (4x an
+    uint8->float32 copy into warm memory). Only intermediates use this (never a returned tensor), and
+    one op never holds two live tensors of the same slot. CUDA's caching allocator already reuses
+    memory, so there a plain empty tensor is returned.
+    """
+    numel = 1
+    for size in shape:
+        numel *= size
+    nbytes = numel * dtype.itemsize
+    if device.type != "cpu" or nbytes > _SCRATCH_MAX_BYTES:
+        return torch.empty(shape, dtype=dtype, device=device)
+    buffers = getattr(_scratch_buffers, "by_slot", None)
+    if buffers is None:
+        buffers = _scratch_buffers.by_slot = {}
+    buffer = buffers.get(slot)
+    if buffer is None or buffer.numel() < nbytes:
+        buffer = buffers[slot] = torch.empty(max(nbytes, 1 << 16), dtype=torch.uint8)
+    return buffer[:nbytes].view(dtype).view(shape)
+
+
 # --------------------------------------------------------------------------- LUT ops
 
 
@@ -97,7 +131,8 @@ def _lut_index(images: torch.Tensor) -> torch.Tensor:
     batch, channels = images.shape[:2]
     planes = batch * channels
     offsets = torch.arange(0, planes * 256, 256, dtype=torch.int32, device=images.device).view(planes, 1)
-    return images.reshape(planes, -1).to(torch.int32).add_(offsets).view(-1)
+    index = _scratch("lut_index", (planes, images[0, 0].numel()), torch.int32, images.device)
+    return index.copy_(images.reshape(planes, -1)).add_(offsets).view(-1)
 
 
 def _apply_channel_lut(images: torch.Tensor, lut: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -262,7 +297,7 @@ def _lerped_lines(images: torch.Tensor, weight: torch.Tensor | None, dim: int, p
     length = images.shape[dim]
     shape = list(images.shape)
     shape[dim] = length + 2 * pad
-    lines = images.new_zeros(shape)
+    lines = _scratch("lines", tuple(shape), torch.uint8, images.device).zero_()
     if weight is None:
         lines.narrow(dim, pad, length).copy_(images)
         return lines
@@ -273,10 +308,14 @@ def _lerped_lines(images: torch.Tensor, weight: torch.Tensor | None, dim: int, p
         lerped.mul_(weight.narrow(dim, 1, length - 1)).add_(near)
         first, last = weight.narrow(dim, 0, 1), weight.narrow(dim, length, 1)
     else:
-        biased = images.to(torch.float32).add_(_LINE_LERP_BIAS)  # lerp(a+e, b+e) = lerp(a, b) + e
-        lerped = torch.lerp(biased.narrow(dim, 0, length - 1), biased.narrow(dim, 1, length - 1), weight)
+        biased = _scratch("float", images.shape, torch.float32, images.device).copy_(images)
+        biased.add_(_LINE_LERP_BIAS)  # lerp(a+e, b+e) = lerp(a, b) + e
+        near = biased.narrow(dim, 0, length - 1)
+        lerped = torch.lerp(near, biased.narrow(dim, 1, length - 1), weight,
+                            out=_scratch("lerped", near.shape, torch.float32, images.device))
         first = last = weight
-    lines.narrow(dim, pad, length - 1).copy_(lerped.to(torch.int32))  # float -> int32 -> uint8 is the fast cast
+    truncated = _scratch("int32", lerped.shape, torch.int32, images.device).copy_(lerped)
+    lines.narrow(dim, pad, length - 1).copy_(truncated)  # float -> int32 -> uint8 is the fast cast
     lines.narrow(dim, pad - 1, 1).copy_(images.narrow(dim, 0, 1) * (first >= 0.5))
     lines.narrow(dim, pad + length - 1, 1).copy_(images.narrow(dim, length - 1, 1) * (last < 0.5))
     return lines
@@ -321,13 +360,20 @@ def _shift_columns(images: torch.Tensor, shift: torch.Tensor, coefficient: torch
     weights = _line_weights(shift, cell, weight, fractional, nice, height)
     lines = _lerped_lines(images, None if weights is None else weights.transpose(1, 2).unsqueeze(1), 2, pad)
     padded_height = height + 2 * pad
-    plane_rows = torch.arange(0, batch * channels * padded_height, padded_height, device=images.device)
-    source_rows = plane_rows.view(batch, channels, 1, 1) + torch.arange(pad, pad + height, device=images.device).view(1, 1, height, 1)
-    source_rows = source_rows + cell.view(batch, 1, 1, -1)
+    device = images.device
     if shift.shape[1] == 1:
+        plane_rows = torch.arange(0, batch * channels * padded_height, padded_height, device=device)
+        source_rows = plane_rows.view(batch, channels, 1) + torch.arange(pad, pad + height, device=device)
+        source_rows = source_rows.add_(cell.view(batch, 1, 1))
         return lines.view(-1, width).index_select(0, source_rows.view(-1)).view(images.shape)
-    columns = torch.arange(width, dtype=torch.int32, device=images.device)
-    index = source_rows.to(torch.int32).mul_(width).add_(columns)
+    # Flat int32 index of each output pixel: (plane row start + y) * W per (image, channel, row), plus
+    # (pad + offset) * W + x per (image, column): one broadcast add, its inner dimension contiguous.
+    plane_size = padded_height * width
+    row_term = torch.arange(0, batch * channels * plane_size, plane_size, dtype=torch.int32, device=device)
+    row_term = row_term.view(batch, channels, 1) + torch.arange(0, height * width, width, dtype=torch.int32, device=device)
+    column_term = (cell.to(torch.int32) + pad).mul_(width).add_(torch.arange(width, dtype=torch.int32, device=device))
+    index = torch.add(column_term.view(batch, 1, 1, width), row_term.view(batch, channels, height, 1),
+                      out=_scratch("pixel_index", images.shape, torch.int32, device))
     return lines.view(-1).index_select(0, index.view(-1)).view(images.shape)
 
 
@@ -403,10 +449,15 @@ def _rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     """
     angles, angle_of_image = torch.unique(degrees, return_inverse=True)
     grids = _cached_rotation_grids(angles, images.shape[2], images.shape[3])
-    grid = grids.index_select(0, angle_of_image) if angles.shape[0] > 1 else grids.expand(images.shape[0], -1, -1, -1)
-    biased = images.to(torch.float32).add_(_ROTATE_BIAS)
+    if angles.shape[0] > 1:
+        grid = _scratch("grid", (images.shape[0],) + tuple(grids.shape[1:]), grids.dtype, images.device)
+        torch.index_select(grids, 0, angle_of_image, out=grid)
+    else:
+        grid = grids.expand(images.shape[0], -1, -1, -1)
+    biased = _scratch("float", images.shape, torch.float32, images.device).copy_(images).add_(_ROTATE_BIAS)
     value = torch.nn.functional.grid_sample(biased, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return value.to(torch.int32).to(torch.uint8)
+    truncated = _scratch("int32", value.shape, torch.int32, images.device).copy_(value)
+    return truncated.to(torch.uint8)
 
 
 def shear_x(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
