@@ -15,7 +15,6 @@ checked against a per-image composition of the same draw:
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Sequence
@@ -196,32 +195,6 @@ def _gather_rows(images: Tensor, index: Tensor, out: Tensor | None = None) -> Te
     return out
 
 
-WORKSPACE_MAX_BYTES = 128 << 20
-"""Largest working buffer kept between batches (per thread, CPU): a fresh multi-MiB buffer per batch
-costs its page faults on first write, about as much as the pass that fills it."""
-
-_workspaces = threading.local()
-
-
-def _workspace(slot: str, like: Tensor, rows: int) -> Tensor:
-    """An uninitialised uint8 [rows, *like.shape[1:]] on like's device, reused across batches on CPU.
-
-    The caller must be done with the previous batch's contents of `slot` (the chains are consumed by
-    the mixing before `_augment_views` returns). CUDA's caching allocator already reuses memory.
-    """
-    shape = (rows,) + tuple(like.shape[1:])
-    nbytes = math.prod(shape)
-    if like.is_cuda or nbytes > WORKSPACE_MAX_BYTES:
-        return like.new_empty(shape)
-    buffers = getattr(_workspaces, "by_slot", None)
-    if buffers is None:
-        buffers = _workspaces.by_slot = {}
-    buffer = buffers.get(slot)
-    if buffer is None or buffer.numel() < nbytes or buffer.device != like.device:
-        buffer = buffers[slot] = torch.empty(nbytes, dtype=torch.uint8, device=like.device)
-    return buffer[:nbytes].view(shape)
-
-
 def _run_chains(images: Tensor, plans: Sequence[AugMixPlan]) -> tuple[Tensor, Tensor]:
     """(outputs uint8 [applications, 3, H, W], int64 [V·B·width] on the images' device): chain i of
     sample b of plan v ends in outputs[index[(v·B + b)·width + i]].
@@ -243,8 +216,8 @@ def _run_chains(images: Tensor, plans: Sequence[AugMixPlan]) -> tuple[Tensor, Te
     magnitude = _plan_magnitudes(ops, op_index, level, sign, images.shape[2], images.shape[3])
     rows = op_index.shape[0]
     applications = int((op_index >= 0).sum())
-    outputs = _workspace("outputs", images, applications)
-    working = _workspace("working", images, rows)
+    outputs = images.new_empty((applications,) + tuple(images.shape[1:]))
+    working = images.new_empty((rows,) + tuple(images.shape[1:]))
     last_output = torch.empty(rows, dtype=torch.int64)  # row id -> its row in `outputs`
     running = torch.arange(rows)  # row ids still running
     source, source_row = images, (running // chains) % batch  # step 0 gathers straight from `images`
