@@ -132,6 +132,7 @@ def test_s3_checkpoints_survive_an_outage_mid_upload_and_a_longer_rerun_resumes(
     assert [m["epoch"] for m in resumed.metrics] == [1, 2, 3]
     assert resumed.metrics[:2] == first.metrics  # continued from the epoch-2 checkpoint in S3
     assert resumed.metrics[2]["attempt"] == 2
+    assert resumed.metrics[2]["lr"] == pytest.approx(0.0, abs=1e-9)  # the cosine re-aimed at 3 epochs
     assert resumed.checkpoint_uri != f"s3://{s3_bucket}/{partial_folder}"
     assert _load(s3_bucket, "run/model/model.pt")["epoch"] == 3
     newest = [key for key in _checkpoints(s3_bucket, run_prefix) if not key.startswith(partial_folder)]

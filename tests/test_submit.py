@@ -60,7 +60,7 @@ def ray_head(tmp_path_factory):
                 pytest.fail(f"the Ray head did not start (see {log.name})")
             time.sleep(1)
     yield address
-    stop_process_group(process, grace_s=20)
+    stop_process_group(process, grace_s=5)  # `ray start --block` lingers after SIGTERM; its temp dir goes below
     log.close()
     shutil.rmtree(temp_dir, ignore_errors=True)
 

@@ -37,8 +37,9 @@ def _fit(config):
 
 
 @pytest.mark.timeout(600)
-def test_killed_worker_recovers_from_last_checkpoint_and_a_finished_run_resumes(ray_cluster, tmp_path,
-                                                                              monkeypatch):
+def test_killed_worker_recovers_from_last_checkpoint(ray_cluster, tmp_path, monkeypatch):
+    """Two Ray Train workers; rank 1 is killed in epoch 2. (A finished run resumed for more epochs, on
+    S3 storage: test_s3_integration.py.)"""
     marker = tmp_path / "killed"
     monkeypatch.setenv(FAULT_ENV, f"kill:2:1:{marker}")
     config = _config(tmp_path)
@@ -55,15 +56,6 @@ def test_killed_worker_recovers_from_last_checkpoint_and_a_finished_run_resumes(
         assert metrics["first_batch_wait_s"] >= 0
     saved = torch.load(first.model_uri, weights_only=False)
     assert saved["epoch"] == 2 and saved["model_name"] == "wrn10_1"
-
-    monkeypatch.delenv(FAULT_ENV)
-    longer = _config(tmp_path, train={"epochs": 3})
-    resumed = _fit(longer)
-    assert [m["epoch"] for m in resumed.metrics] == [1, 2, 3]
-    assert resumed.metrics[:2] == first.metrics  # history carried over, not recomputed
-    assert resumed.metrics[2]["attempt"] == 2
-    assert resumed.metrics[2]["lr"] == pytest.approx(0.0, abs=1e-9)  # the cosine re-aimed at 3 epochs
-    assert torch.load(resumed.model_uri, weights_only=False)["epoch"] == 3
 
 
 def _write_cifar10_folder(root, count: int = 200):
