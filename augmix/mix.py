@@ -195,15 +195,14 @@ def _gather_rows(images: Tensor, index: Tensor, out: Tensor | None = None) -> Te
     return out
 
 
-def _run_chains(images: Tensor, plans: Sequence[AugMixPlan]) -> tuple[Tensor, Tensor]:
-    """(outputs uint8 [applications, 3, H, W], int64 [V·B·width] on the images' device): chain i of
-    sample b of plan v ends in outputs[index[(v·B + b)·width + i]].
+def _run_chains(images: Tensor, plans: Sequence[AugMixPlan]) -> Tensor:
+    """uint8 [V·B·width, 3, H, W]: chain i of sample b of plan v at row (v·B + b)·width + i.
 
     At each step the rows still running are gathered, sorted by their op, into one working buffer, so
     each op reads a contiguous slice (a view) and no scatter is needed (index_copy_ on rows is ~10x
     slower than index_select). Each step's ops write into their own segment of one output buffer;
-    a row's last output stays where it was written, and the mixing gathers it from there block by
-    block (in cache). Rows whose chain has ended are never moved again. Sorting happens on the CPU copy of the plan, so
+    a row's last output stays where it was written, and one final gather collects them in row order.
+    Rows whose chain has ended are never moved again. Sorting happens on the CPU copy of the plan, so
     a CUDA batch needs only one small index transfer per step.
     """
     batch, device = images.shape[0], images.device
@@ -247,17 +246,15 @@ def _run_chains(images: Tensor, plans: Sequence[AugMixPlan]) -> tuple[Tensor, Te
         last_output[running] = source_row
         source = outputs
         written += count
-    return outputs, last_output.to(device)
+    return _gather_rows(outputs, last_output.to(device))
 
 
 MIX_BLOCK_BYTES = 1 << 20  # float32 output per mixing block: small enough to stay in L2 across the passes
 
 
-def _mix(images: Tensor, outputs: Tensor, chain_rows: Tensor, plan: AugMixPlan) -> Tensor:
+def _mix(images: Tensor, chains: Tensor, plan: AugMixPlan) -> Tensor:
     """m·x/255 + (1−m)·Σ_i w_i·chain_i/255 in float32 [B,3,H,W], straight from the uint8 tensors.
 
-    chain_rows (int64 [B·width]): the row of `outputs` holding chain i of sample b at b·width + i.
-    Each block of samples gathers its chains into a small buffer that stays in cache for the passes.
     Type promotion converts the uint8 operands on the fly, so no float copy of the chains is made;
     1/255 and (1−m) are folded into the weights, and the clean term divides by 255/m so that m = 1
     reproduces x/255 bit for bit. The width + 2 elementwise passes run block by block (about 1 MiB of
@@ -270,17 +267,14 @@ def _mix(images: Tensor, outputs: Tensor, chain_rows: Tensor, plan: AugMixPlan) 
     clean_divisor = 255.0 / skip
     pixels = images[0].numel()
     flat_images = images.reshape(batch, pixels)
+    per_chain = chains.view(batch, plan.width, pixels)
     mixed = torch.empty((batch, pixels), dtype=torch.float32, device=images.device)
     block = batch if images.is_cuda else max(1, MIX_BLOCK_BYTES // (4 * pixels))
-    gathered = outputs.new_empty((min(block, batch) * plan.width,) + tuple(outputs.shape[1:]))
     for start in range(0, batch, block):
         rows = slice(start, start + block)
-        count = flat_images[rows].shape[0]
-        chains = _gather_rows(outputs, chain_rows[start * plan.width:(start + count) * plan.width],
-                              out=gathered[:count * plan.width]).view(count, plan.width, pixels)
         out = torch.div(flat_images[rows], clean_divisor[rows], out=mixed[rows])
         for chain in range(plan.width):
-            out.addcmul_(chains[:, chain], chain_scale[rows, chain:chain + 1])
+            out.addcmul_(per_chain[rows, chain], chain_scale[rows, chain:chain + 1])
         out.clamp_(0.0, 1.0)  # float rounding may overshoot 1 by an ulp
     return mixed.view_as(images)
 
@@ -294,9 +288,9 @@ def _augment_views(images: Tensor, plans: Sequence[AugMixPlan]) -> list[Tensor]:
             raise ValueError(f"plan batch must equal images batch {images.shape[0]}, got {plan.batch}")
     if images.shape[0] == 0:
         return [torch.empty(images.shape, dtype=torch.float32, device=images.device) for _ in plans]
-    outputs, chain_rows = _run_chains(images, plans)
+    chains = _run_chains(images, plans)
     per_view = images.shape[0] * plans[0].width
-    return [_mix(images, outputs, chain_rows[v * per_view:(v + 1) * per_view], plan) for v, plan in enumerate(plans)]
+    return [_mix(images, chains[v * per_view:(v + 1) * per_view], plan) for v, plan in enumerate(plans)]
 
 
 def _to_unit_float(images: Tensor) -> Tensor:
