@@ -422,21 +422,23 @@ _ROTATION_GRID_CACHE: "OrderedDict[tuple[float, int, int, str], torch.Tensor]" =
 _ROTATION_GRID_CACHE_SIZE = 64
 """Grids of the most recently used (angle, size, device)s: the sampler draws whole degrees (at most
 61 values at severity 10), so after warm-up every grid comes from here (a 224x224 grid is 400 KB)."""
+_ROTATION_GRID_LOCK = threading.Lock()
 
 
 def _cached_rotation_grids(angles: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """_rotation_grids(angles, ...) [N,H,W,2], building only the grids not already in the cache."""
     keys = [(angle, height, width, str(angles.device)) for angle in angles.tolist()]
-    missing = [i for i, key in enumerate(keys) if key not in _ROTATION_GRID_CACHE]
-    if missing:
-        built = _rotation_grids(angles[missing], height, width)
-        for position, grid in zip(missing, built):
-            _ROTATION_GRID_CACHE[keys[position]] = grid
-    for key in keys:
-        _ROTATION_GRID_CACHE.move_to_end(key)
-    grids = torch.stack([_ROTATION_GRID_CACHE[key] for key in keys])
-    while len(_ROTATION_GRID_CACHE) > max(_ROTATION_GRID_CACHE_SIZE, len(keys)):
-        _ROTATION_GRID_CACHE.popitem(last=False)
+    with _ROTATION_GRID_LOCK:  # threads (a thread-pool DataLoader, threaded actors) share the cache
+        missing = [i for i, key in enumerate(keys) if key not in _ROTATION_GRID_CACHE]
+        if missing:
+            built = _rotation_grids(angles[missing], height, width)
+            for position, grid in zip(missing, built):
+                _ROTATION_GRID_CACHE[keys[position]] = grid
+        for key in keys:
+            _ROTATION_GRID_CACHE.move_to_end(key)
+        grids = torch.stack([_ROTATION_GRID_CACHE[key] for key in keys])
+        while len(_ROTATION_GRID_CACHE) > max(_ROTATION_GRID_CACHE_SIZE, len(keys)):
+            _ROTATION_GRID_CACHE.popitem(last=False)
     return grids
 
 
