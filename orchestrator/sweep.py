@@ -5,6 +5,11 @@ feeding a TorchTrainer), launched the Train V2 way: a Tune function trainable th
 fits a TorchTrainer and forwards its reports (TuneReportCallback). The objective is the error on
 the held-out validation split under the 4 validation corruptions (speckle_noise, gaussian_blur,
 spatter, saturate) — never the 15 test corruptions, which would tune on the test set.
+
+ASHA compares trials by that error with ties broken by the validation NLL under the same
+corruptions (`RANKING`). Early rungs need it: a briefly trained model predicts one class for most
+images, trials then share the same error, and ASHA, which stops only strictly worse trials, would
+stop none of them.
 """
 from __future__ import annotations
 
@@ -19,7 +24,12 @@ from augmix import storage
 from orchestrator.config import Config, TuneConfig, build_config
 
 OBJECTIVE = "val_corrupted_error"
+TIE_BREAKER = "val_corrupted_nll"
+RANKING = "val_corrupted_error_then_nll"
 SECONDARY = "val_error"
+# the NLL's weight in RANKING: it moves the score by at most 1e-6, less than one image of error on
+# any validation split under a million images, so it only orders trials whose errors are equal
+TIE_WEIGHT = 1e-9
 SWEEP_NAME = "sweep"
 
 
@@ -58,16 +68,34 @@ def trial_config(base: dict[str, Any], params: dict[str, Any], trial_id: str, sw
     return build_config(copy.deepcopy(base), overrides)
 
 
+def ranking(metrics: dict[str, Any]) -> float:
+    """The objective, ties broken by NLL (see the module docstring); NaN while either is missing."""
+    error, nll = metrics.get(OBJECTIVE), metrics.get(TIE_BREAKER)
+    if error is None or nll is None:
+        return float("nan")
+    return float(error) + TIE_WEIGHT * min(float(nll), 1e3)
+
+
+def _ranking_report_callback():
+    """Train's per-epoch report → Tune, with RANKING added for the scheduler."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class RankingReport(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            super().after_report(run_context, [{**m, RANKING: ranking(m)} for m in metrics], checkpoint)
+
+    return RankingReport()
+
+
 def _trial(params: dict[str, Any], base: dict[str, Any], sweep_uri: str) -> None:
     """One Tune trial = one TorchTrainer fit whose per-epoch reports reach Tune (and ASHA)."""
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from orchestrator.training import build_run_config, build_trainer
 
     trial_id = tune.get_context().get_trial_id()
     config = trial_config(base, params, trial_id, sweep_uri)
-    run_config = build_run_config(config, callbacks=[TuneReportCallback()])
+    run_config = build_run_config(config, callbacks=[_ranking_report_callback()])
     build_trainer(config, run_config).fit()
 
 
@@ -101,7 +129,7 @@ def _tuner(config: Config, sweep_uri: str, resume: bool):
     return tune.Tuner(
         trainable,
         param_space=search_space(config.tune),
-        tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="min", num_samples=config.tune.num_samples,
+        tune_config=tune.TuneConfig(metric=RANKING, mode="min", num_samples=config.tune.num_samples,
                                     scheduler=scheduler,
                                     # the seeded generator caps concurrency itself (Tune ignores
                                     # max_concurrent_trials beside a SearchGenerator)
@@ -129,20 +157,23 @@ def _trial_rows(config: Config, grid) -> list[dict[str, Any]]:
     for result in grid:
         params = {key: value for key, value in (result.config or {}).items() if "." in key}
         history = result.metrics_dataframe
-        best_objective = None
-        if history is not None and OBJECTIVE in history:
-            best_objective = float(history[OBJECTIVE].min())
+        best_objective = best_nll = None
+        if history is not None and OBJECTIVE in history and RANKING in history and len(history):
+            best = history.loc[history[RANKING].idxmin()] if history[RANKING].notna().any() else history.iloc[-1]
+            best_objective, best_nll = float(best[OBJECTIVE]), float(best.get(TIE_BREAKER, float("nan")))
         metrics = result.metrics or {}
         rows.append({
             "trial_id": metrics.get("trial_id", getattr(result, "path", "").rsplit("_", 2)[-2:][0] if result.path else ""),
             **params,
             OBJECTIVE: best_objective if best_objective is not None else metrics.get(OBJECTIVE),
+            TIE_BREAKER: best_nll if best_objective is not None else metrics.get(TIE_BREAKER),
             SECONDARY: metrics.get(SECONDARY),
             "epochs": metrics.get("epoch"),
             "status": "error" if result.error else ("stopped early" if (metrics.get("epoch") or 0) < config.train.epochs
                                                     else "finished"),
         })
-    rows.sort(key=lambda row: (row[OBJECTIVE] is None, row[OBJECTIVE] if row[OBJECTIVE] is not None else 0))
+    rows.sort(key=lambda row: (row[OBJECTIVE] is None, row[OBJECTIVE] or 0.0,
+                               row[TIE_BREAKER] if row[TIE_BREAKER] is not None else float("inf")))
     return rows
 
 

@@ -190,6 +190,7 @@ def test_driver_mode_training_writes_a_model_that_reproduces_its_validation_erro
     assert [m["epoch"] for m in result.metrics] == [1, 2]
     assert all(m["steps"] == 3 and m["train_jsd"] == 0.0 for m in result.metrics)
     assert all(0.0 <= m["val_corrupted_error"] <= 1.0 for m in result.metrics)  # the sweep objective
+    assert all(m["val_corrupted_nll"] > 0.0 for m in result.metrics)  # its tie-breaker
     saved = torch.load(result.model_uri, weights_only=False)
     assert saved["model_name"] == "wrn10_1" and saved["num_classes"] == 10
     assert saved["config"]["augmix"]["jsd"] is False
@@ -197,7 +198,7 @@ def test_driver_mode_training_writes_a_model_that_reproduces_its_validation_erro
     model.load_state_dict(saved["state_dict"])
     _, validation = split_tables(read_training_table(config.data), 0.25, config.data.seed)
     images = torch.from_numpy(validation.images).permute(0, 3, 1, 2).contiguous()
-    wrong, total, _ = validation_counts(model, [{"clean": images, "label": torch.from_numpy(validation.labels)}],
+    wrong, total, _, _ = validation_counts(model, [{"clean": images, "label": torch.from_numpy(validation.labels)}],
                                      torch.device("cpu"), amp=False)
     assert total == 100 and wrong / total == pytest.approx(result.final_val_error)
 

@@ -1,10 +1,11 @@
 """The sweep objective's corruption of validation batches: only the 4 validation corruptions, balanced."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from augmix.corruptions import CORRUPTIONS
-from workers.validation import PAIRS, VALIDATION_CORRUPTIONS, corrupt_for_validation, corrupted_wrong_count
+from workers.validation import PAIRS, VALIDATION_CORRUPTIONS, corrupt_for_validation, corrupted_scores
 
 
 def _images(count: int) -> torch.Tensor:
@@ -36,4 +37,8 @@ def test_wrong_count_of_a_constant_predictor():
 
     images = _images(40)
     targets = torch.arange(40) % 10
-    assert corrupted_wrong_count(Constant(), images, targets, 0, torch.device("cpu")) == 36
+    wrong, nll = corrupted_scores(Constant(), images, targets, 0, torch.device("cpu"))
+    assert wrong == 36
+    # logits (0,0,1,0,...): the right class has probability e/(e+9) for class 2, 1/(e+9) otherwise
+    e = torch.e
+    assert nll == pytest.approx(4 * -torch.log(torch.tensor(e / (e + 9))).item() + 36 * torch.log(torch.tensor(e + 9)).item(), rel=1e-5)

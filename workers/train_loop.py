@@ -30,7 +30,7 @@ from torch import nn
 from augmix.loss import augmix_loss
 from augmix.mix import AugMix
 from augmix.models import build_model
-from workers.validation import corrupted_wrong_count
+from workers.validation import corrupted_scores
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRIC_KEYS = ("epoch", "train_loss", "train_ce", "train_jsd", "val_error", "samples_per_s", "data_wait_fraction")
@@ -86,11 +86,13 @@ def step_loss(logits: torch.Tensor, targets: torch.Tensor, views: int, lam: floa
 
 @torch.no_grad()
 def validation_counts(model: nn.Module, batches, device: torch.device, amp: bool,
-                      corrupted: bool = False, preset: str = "cifar") -> tuple[int, int, int]:
-    """(wrong, total, wrong under the validation corruptions) over the validation shard; the last
-    is counted only when `corrupted` (the sweep objective, workers.validation) and is 0 otherwise."""
+                      corrupted: bool = False, preset: str = "cifar") -> tuple[int, int, int, float]:
+    """(wrong, total, wrong and summed NLL under the validation corruptions) over the validation
+    shard; the last two are scored only when `corrupted` (the sweep objective, workers.validation)
+    and are 0 otherwise."""
     model.eval()
     wrong = total = wrong_corrupted = 0
+    nll_corrupted = 0.0
     for index, batch in enumerate(batches):
         targets = batch["label"].to(device)
         with torch.no_grad(), torch.autocast(device_type=device.type, enabled=amp):
@@ -98,9 +100,11 @@ def validation_counts(model: nn.Module, batches, device: torch.device, amp: bool
         wrong += int((predictions != targets).sum())
         total += int(targets.numel())
         if corrupted:
-            wrong_corrupted += corrupted_wrong_count(model, batch["clean"], targets, index, device, amp, preset)
+            batch_wrong, batch_nll = corrupted_scores(model, batch["clean"], targets, index, device, amp, preset)
+            wrong_corrupted += batch_wrong
+            nll_corrupted += batch_nll
     model.train()
-    return wrong, total, wrong_corrupted
+    return wrong, total, wrong_corrupted, nll_corrupted
 
 
 def all_reduce_sums(values: list[float], device: torch.device) -> list[float]:
@@ -246,19 +250,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         elapsed = time.perf_counter() - epoch_start
         maybe_inject_failure(runtime.get("fault"), epoch, rank)
         score_corrupted = bool(train.get("validate_corrupted"))
-        wrong, total, wrong_corrupted = (0, 0, 0) if validation_shard is None else validation_counts(
+        wrong, total, wrong_corrupted, nll_corrupted = (0, 0, 0, 0.0) if validation_shard is None else validation_counts(
             model, validation_shard.iter_torch_batches(batch_size=500), device, amp,
             corrupted=score_corrupted, preset=loop_config["eval"]["preset"])
-        (loss_sum, ce_sum, jsd_sum, step_count, wrong, total, wrong_corrupted, samples, wait_sum, time_sum,
-         first_wait_sum) = all_reduce_sums([*sums, wrong, total, wrong_corrupted, steps * train["batch_size"],
-                                            wait, elapsed, first_wait or 0.0], device)
+        (loss_sum, ce_sum, jsd_sum, step_count, wrong, total, wrong_corrupted, nll_corrupted, samples, wait_sum,
+         time_sum, first_wait_sum) = all_reduce_sums([*sums, wrong, total, wrong_corrupted, nll_corrupted,
+                                                      steps * train["batch_size"], wait, elapsed, first_wait or 0.0],
+                                                     device)
         metrics = {
             "epoch": epoch,
             "train_loss": float(loss_sum / max(step_count, 1)),
             "train_ce": float(ce_sum / max(step_count, 1)),
             "train_jsd": float(jsd_sum / max(step_count, 1)),
             "val_error": float(wrong / total) if total else float("nan"),
-            **({"val_corrupted_error": float(wrong_corrupted / total) if total else float("nan")}
+            **({"val_corrupted_error": float(wrong_corrupted / total) if total else float("nan"),
+                "val_corrupted_nll": float(nll_corrupted / total) if total else float("nan")}
                if score_corrupted else {}),
             "samples_per_s": float(samples / max(time_sum / max(world, 1), 1e-9)),
             "data_wait_fraction": float(wait_sum / max(time_sum, 1e-9)),

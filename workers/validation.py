@@ -36,10 +36,14 @@ def corrupt_for_validation(images: torch.Tensor, batch_index: int, preset: str =
 
 
 @torch.inference_mode()
-def corrupted_wrong_count(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, batch_index: int,
-                          device: torch.device, amp: bool = False, preset: str = "cifar") -> int:
-    """Misclassified images of one clean uint8 validation batch after its validation corruptions."""
+def corrupted_scores(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, batch_index: int,
+                     device: torch.device, amp: bool = False, preset: str = "cifar") -> tuple[int, float]:
+    """(misclassified images, summed NLL) of one clean uint8 validation batch after its validation
+    corruptions. The NLL separates trials whose errors tie (early epochs of a sweep, where models
+    still predict one class): the sweep's scheduler breaks ties with it."""
     corrupted = corrupt_for_validation(images.cpu(), batch_index, preset=preset)
+    targets = targets.to(device)
     with torch.autocast(device_type=device.type, enabled=amp):
-        predictions = model(corrupted.to(device).float().mul_(1.0 / 255.0)).argmax(dim=1)
-    return int((predictions != targets.to(device)).sum())
+        logits = model(corrupted.to(device).float().mul_(1.0 / 255.0)).float()
+    wrong = int((logits.argmax(dim=1) != targets).sum())
+    return wrong, float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
