@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from augmix.mix import AugMix
+from workers.memory import retain_freed_memory
 
 Mode = Literal["triple", "single", "clean"]
 MODES: tuple[str, ...] = ("triple", "single", "clean")
@@ -170,6 +171,7 @@ class AugmentStage:
         if mode not in MODES:
             raise ValueError(f"augment mode {mode!r} not allowed; allowed: {', '.join(MODES)}")
         torch.set_num_threads(threads)
+        retain_freed_memory()  # the same large buffers every batch (workers.memory)
         self.mode = mode
         self.augmix = AugMix(width, depth, severity, alpha, all_ops)
         self.image_size = int(image_size)
