@@ -59,6 +59,19 @@ def test_ranking_breaks_error_ties_by_nll_and_nothing_else():
     assert ranking({OBJECTIVE: 0.5}) != ranking({OBJECTIVE: 0.5})  # NaN until both are reported
 
 
+def test_tuner_wires_asha_ranking_and_concurrency_from_the_config(tmp_path):
+    from orchestrator.sweep import RANKING, _tuner
+
+    config = load_config(None, ["tune.max_concurrent_trials=3", "tune.grace_period=2", "tune.reduction_factor=3",
+                                "train.epochs=9", f"storage.uri={tmp_path}"])
+    tune_config = _tuner(config, str(tmp_path), resume=False)._local_tuner._tune_config
+    scheduler = tune_config.scheduler
+    assert (tune_config.metric, tune_config.mode) == (RANKING, "min")
+    assert (scheduler._time_attr, scheduler._max_t, scheduler._reduction_factor) == ("epoch", 9, 3.0)
+    assert [milestone for milestone, _ in scheduler._brackets[0]._rungs] == [6.0, 2.0]  # grace 2, then x3
+    assert tune_config.search_alg.max_concurrent == 3  # trials run side by side up to the config's cap
+
+
 def _trial_results(out: Path) -> dict[str, int]:
     """Tune's per-trial result.json: number of reported epochs per trial directory."""
     return {path.parent.name: len(path.read_text().splitlines()) for path in (out / "sweep").glob("*/result.json")}
