@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +155,10 @@ def sweep(config: Config, address: str | None = None, resume: bool = True) -> Sw
     return write_sweep_report(config, grid)
 
 
+def _number_or_none(value: Any) -> float | None:
+    return None if value is None or math.isnan(float(value)) else float(value)
+
+
 def _trial_rows(config: Config, grid) -> list[dict[str, Any]]:
     rows = []
     for result in grid:
@@ -164,11 +169,13 @@ def _trial_rows(config: Config, grid) -> list[dict[str, Any]]:
             best = history.loc[history[RANKING].idxmin()] if history[RANKING].notna().any() else history.iloc[-1]
             best_objective, best_nll = float(best[OBJECTIVE]), float(best.get(TIE_BREAKER, float("nan")))
         metrics = result.metrics or {}
+        if best_objective is None:
+            best_objective, best_nll = metrics.get(OBJECTIVE), metrics.get(TIE_BREAKER)
         rows.append({
             "trial_id": metrics.get("trial_id", getattr(result, "path", "").rsplit("_", 2)[-2:][0] if result.path else ""),
             **params,
-            OBJECTIVE: best_objective if best_objective is not None else metrics.get(OBJECTIVE),
-            TIE_BREAKER: best_nll if best_objective is not None else metrics.get(TIE_BREAKER),
+            OBJECTIVE: _number_or_none(best_objective),  # NaN (an empty validation shard) ranks last
+            TIE_BREAKER: _number_or_none(best_nll),
             SECONDARY: metrics.get(SECONDARY),
             "epochs": metrics.get("epoch"),
             "status": "error" if result.error else ("stopped early" if (metrics.get("epoch") or 0) < config.train.epochs

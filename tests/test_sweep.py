@@ -59,6 +59,29 @@ def test_ranking_breaks_error_ties_by_nll_and_nothing_else():
     assert ranking({OBJECTIVE: 0.5}) != ranking({OBJECTIVE: 0.5})  # NaN until both are reported
 
 
+def test_trial_table_is_best_first_with_ties_by_nll_and_nan_last():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from orchestrator.sweep import RANKING, _trial_rows
+
+    def trial(name: str, history: list[tuple[float, float]], error: Exception | None = None):
+        frame = pd.DataFrame([{"epoch": epoch + 1, OBJECTIVE: e, TIE_BREAKER: n,
+                               RANKING: ranking({OBJECTIVE: e, TIE_BREAKER: n})} for epoch, (e, n) in enumerate(history)])
+        last = frame.iloc[-1].to_dict()
+        return SimpleNamespace(config={"augmix.lam": 1.0}, metrics={**last, "trial_id": name},
+                               metrics_dataframe=frame, error=error, path=f"/x/_trial_{name}_0")
+
+    grid = [trial("a", [(0.9, 2.30), (0.8, 2.2)]), trial("b", [(0.8, 2.1)]), trial("c", [(float("nan"), float("nan"))]),
+            trial("d", [(0.7, 2.5), (0.95, 2.0)])]
+    rows = _trial_rows(build_config({"train": {"epochs": 2}}), grid)
+    assert [row["trial_id"] for row in rows] == ["d", "b", "a", "c"]  # d's best epoch is its first
+    assert rows[0][OBJECTIVE] == 0.7 and rows[0][TIE_BREAKER] == 2.5
+    assert rows[-1][OBJECTIVE] is None  # an empty validation shard reports NaN: ranked last, not first
+    assert [row["status"] for row in rows] == ["finished", "stopped early", "finished", "stopped early"]
+
+
 def test_tuner_wires_asha_ranking_and_concurrency_from_the_config(tmp_path):
     from orchestrator.sweep import RANKING, _tuner
 
