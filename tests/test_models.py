@@ -255,9 +255,10 @@ def test_models_run_on_cuda_and_agree_with_cpu(name):
             previous = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
             got = cuda_model(x.cuda())
+            buffer_device = cuda_model.normalize.mean.device.type  # before .to("cpu") moves it back
         finally:
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
             model.to("cpu")
     assert got.device.type == "cuda"
-    assert cuda_model.normalize.mean.device.type == "cuda"
+    assert buffer_device == "cuda"
     assert torch.allclose(got.cpu(), expected, atol=1e-3, rtol=1e-3)

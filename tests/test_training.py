@@ -169,6 +169,43 @@ def test_trainer_placement_runs_augmix_in_the_loop():
     assert not torch.equal(inputs[4:8], inputs[8:])
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("placement", ["data", "trainer"])
+def test_amp_training_step_on_cuda_learns_a_fixed_batch(placement, cifar_images):
+    """The loop's step as it runs on a GPU trainer: fp16 autocast + GradScaler, AugMix on the device
+    (placement trainer) or uint8 triples copied in (placement data); the loss must stay finite and
+    fall on a batch it sees repeatedly."""
+    from augmix.models import build_model
+
+    device = torch.device("cuda")
+    images, labels = cifar_images[0][:64], cifar_images[1][:64]
+    batch = {"clean": images, "label": labels}
+    if placement == "data":
+        _, aug1, aug2 = AugMix().triple(images, torch.Generator().manual_seed(0))
+        batch.update(aug1=to_uint8(aug1), aug2=to_uint8(aug2))
+    model = build_model("wrn16_2", 10).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scaler = torch.amp.GradScaler("cuda")
+    augmix = AugMix() if placement == "trainer" else None
+    losses = []
+    for step in range(12):
+        generator = torch.Generator(device).manual_seed(step) if augmix else None
+        inputs, views = training_inputs(batch, device, augmix, generator)
+        assert inputs.is_cuda and views == 3
+        with torch.autocast(device_type="cuda"):
+            logits = model(inputs)
+        assert logits.dtype == torch.float16
+        loss, ce, jsd = step_loss(logits, labels.to(device), views, 12.0)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(float(loss.detach()))
+    assert all(np.isfinite(losses)), losses
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+
+
 @pytest.mark.ray
 @pytest.mark.timeout(240)
 def test_driver_mode_training_writes_a_model_that_reproduces_its_validation_error(ray_cluster, tmp_path):
