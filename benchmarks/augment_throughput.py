@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import resource
 import time
 from pathlib import Path
@@ -31,7 +32,8 @@ import augmix.ops as augmix_ops
 from augmix import AugMix
 from workers.memory import retain_freed_memory
 
-CIFAR_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10" / "test.parquet"
+SHARED_DATA = Path(os.environ.get("AUGMIX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+CIFAR_TEST = SHARED_DATA / "cifar10" / "test.parquet"
 
 
 # ---------------------------------------------------------------- inputs

@@ -4,13 +4,14 @@ how long the corruption evaluation takes on it.
 
 Everything runs the project's own code on one device (no Ray):
   train step   workers.train_loop's step (training_inputs, step_loss, SGD + GradScaler, autocast
-               when AMP) on batches of 128 triples, the reference's batch, for each --models:
+               when AMP) on batches of --batch triples (128, the reference's) of --size images
+               (CIFAR, upsampled when > 32), for each --models:
                  fed      uint8 (clean, aug1, aug2) made beforehand, copied from host memory
                           every step, as the Ray Data AugMix actors deliver them (placement data);
                  trainer  clean uint8 only; AugMix().triple runs on the device (placement trainer);
                with and without AMP (fp16).
   AugMix       AugMix().triple alone on the device, 32x32 and 224x224.
-  CPU AugMix   AugMix().triple on one CPU thread of this machine (per CPU-second), so that
+  CPU AugMix   AugMix().triple at --size on one CPU thread of this machine (per CPU-second), so that
                "cores per GPU" = fed triples/s / (triples/s per core) is measured in the same run.
   evaluation   workers.evaluate.score_cell for each of the 15 corruptions at severity 3 on --images
                CIFAR-10 test images with wrn40_2: corrupted images/s on the device, projected to the
@@ -19,6 +20,7 @@ Everything runs the project's own code on one device (no Ray):
 Without a GPU it runs on the CPU with small sizes (a check that it works, not a measurement).
 
     python benchmarks/gpu_throughput.py [--models wrn40_2 resnet18] [--seconds 3] [--images 10000]
+    python benchmarks/gpu_throughput.py --size 224 --models resnet50 --sections train   # ImageNet-sized
 """
 from __future__ import annotations
 
@@ -170,8 +172,8 @@ def evaluation_rates(images: torch.Tensor, labels: torch.Tensor, device: torch.d
     return results
 
 
-def report_training(rows: list[tuple[str, str, bool, float]], per_core: float) -> None:
-    print(f"\ntraining step, batch of 128 triples (384 images), triples/s; cores = fed rate / {per_core:.0f} "
+def report_training(rows: list[tuple[str, str, bool, float]], per_core: float, size: int, batch: int) -> None:
+    print(f"\ntraining step, {size}x{size}, batch of {batch} triples, triples/s; cores = fed rate / {per_core:.0f} "
           "triples/s per CPU core of AugMix")
     print(f"  {'model':16s} {'placement':9s} {'amp':5s} {'triples/s':>10s} {'CPU cores to feed':>18s}")
     for model, placement, amp, value in rows:
@@ -197,6 +199,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["wrn40_2", "resnet18"])
     parser.add_argument("--seconds", type=float, default=3.0, help="timing window per measurement")
     parser.add_argument("--images", type=int, default=10_000, help="CIFAR test images per evaluation cell")
+    parser.add_argument("--size", type=int, default=32, help="training image size (CIFAR upsampled when > 32)")
+    parser.add_argument("--batch", type=int, default=128, help="triples per training step")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -209,9 +213,13 @@ def main() -> None:
         args.images, args.seconds = min(args.images, 256), min(args.seconds, 0.5)
     images, labels = load_cifar(max(args.images, 1024))
 
+    train_images = images[:1024] if args.size == 32 else upsample(images[:512], args.size)
+    train_labels = labels[:len(train_images)]
     torch.set_num_threads(1)
-    per_core = augmix_rate(images[:1024], torch.device("cpu"), 256, args.seconds)
-    print(f"AugMix().triple on 1 CPU thread, 32x32 batches of 256: {per_core:.0f} triples/s per core")
+    cpu_batch = 256 if args.size == 32 else 32
+    per_core = augmix_rate(train_images, torch.device("cpu"), cpu_batch, args.seconds)
+    print(f"AugMix().triple on 1 CPU thread, {args.size}x{args.size} batches of {cpu_batch}: "
+          f"{per_core:.0f} triples/s per core")
     if on_gpu:
         torch.set_num_threads(min(8, os.cpu_count() or 1))
     if on_gpu and "augmix" in args.sections:
@@ -224,11 +232,12 @@ def main() -> None:
     for model in args.models if "train" in args.sections else ():
         for placement in ("fed", "trainer"):
             for amp in ((False, True) if on_gpu else (False,)):
-                value = train_step_rate(model, images[:1024], labels[:1024], device, placement, amp, 128, args.seconds)
+                value = train_step_rate(model, train_images, train_labels, device, placement, amp, args.batch,
+                                        args.seconds)
                 rows.append((model, placement, amp, value))
                 print(f"  {model} {placement} amp={amp}: {value:.0f} triples/s", flush=True)
     if rows:
-        report_training(rows, per_core)
+        report_training(rows, per_core, args.size, args.batch)
     if "evaluation" in args.sections:
         report_evaluation(evaluation_rates(images[:args.images], labels[:args.images], device, 1000), args.images)
 

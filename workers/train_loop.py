@@ -225,7 +225,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             local_shuffle_seed=seed if runtime.get("shuffle_buffer") else None,
         )
         model.train()
-        sums = np.zeros(4)  # loss, ce, jsd, samples
+        # loss, ce, jsd summed on the device: reading them every step would make the host wait for
+        # the GPU at each step instead of queueing the next one while it computes
+        step_sums = torch.zeros(3, device=device)
         wait, first_wait = 0.0, None  # first_wait: Ray Data starts this epoch's AugMix actor pool
         epoch_start = tick = time.perf_counter()
         steps = 0
@@ -242,11 +244,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            sums += (loss.item(), ce.item(), jsd.item(), 1.0)
+            step_sums += torch.stack((loss.detach(), ce.detach(), jsd.detach())).float()
             steps += 1
             if steps >= per_epoch:
                 break
             tick = time.perf_counter()
+        sums = [*step_sums.tolist(), float(steps)]  # waits for the epoch's last step
         elapsed = time.perf_counter() - epoch_start
         maybe_inject_failure(runtime.get("fault"), epoch, rank)
         score_corrupted = bool(train.get("validate_corrupted"))
