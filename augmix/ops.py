@@ -114,10 +114,24 @@ def _scratch(slot: str, shape: tuple[int, ...], dtype: torch.dtype, device: torc
     buffers = getattr(_scratch_buffers, "by_slot", None)
     if buffers is None:
         buffers = _scratch_buffers.by_slot = {}
-    buffer = buffers.get(slot)
-    if buffer is None or buffer.numel() < nbytes:
-        buffer = buffers[slot] = torch.empty(max(nbytes, 1 << 16), dtype=torch.uint8)
-    return buffer[:nbytes].view(dtype).view(shape)
+    typed = buffers.get((slot, dtype))
+    if typed is None or typed.numel() < numel:
+        buffer = buffers.get(slot)
+        if buffer is None or buffer.numel() < nbytes:
+            buffer = buffers[slot] = torch.empty(max(nbytes, 1 << 16), dtype=torch.uint8)
+            for key in [key for key in buffers if isinstance(key, tuple) and key[0] == slot]:
+                del buffers[key]  # views of the smaller buffer
+        typed = buffers[(slot, dtype)] = buffer[:buffer.numel() // dtype.itemsize * dtype.itemsize].view(dtype)
+    # One as_strided of a cached typed view: a slice and two views cost three dispatches, and an
+    # op at 32x32 makes a few dozen calls, where each dispatch is a visible share of its time.
+    return typed.as_strided(shape, _contiguous_strides(shape))
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides = [1] * len(shape)
+    for dim in range(len(shape) - 2, -1, -1):
+        strides[dim] = strides[dim + 1] * max(shape[dim + 1], 1)
+    return tuple(strides)
 
 
 # --------------------------------------------------------------------------- LUT ops
@@ -159,35 +173,60 @@ def _autocontrast(images: torch.Tensor, magnitude: torch.Tensor | None = None) -
     scale = torch.where(stretch, torch.full_like(hi, 255.0) / (hi - lo), 1.0)
     offset = torch.where(stretch, -lo * scale, 0.0)
     levels = torch.arange(256, dtype=torch.float64, device=images.device)
-    lut = (levels * scale).add_(offset).trunc_().clamp_(0, 255).to(torch.uint8)
-    return _apply_channel_lut(images, lut, _lut_index(images))
+    value = torch.mul(levels, scale, out=_scratch("lut_float", (lo.shape[0], 256), torch.float64, images.device))
+    return _apply_channel_lut(images, _truncated_levels(value.add_(offset)), _lut_index(images))
+
+
+def _truncated_levels(value: torch.Tensor) -> torch.Tensor:
+    """uint8 table of PIL's int(value) clipped to 0..255, for a float table [planes, 256] (consumed).
+
+    Clipping first and then truncating gives the same integers (the bounds are integers and trunc
+    is monotone), and on [0, 255] the float -> int32 cast is the truncation: trunc_ does not
+    vectorise on CPU (~15x slower than the cast), and float -> int32 -> uint8 is the fast cast.
+    """
+    truncated = _scratch("lut_int32", value.shape, torch.int32, value.device).copy_(value.clamp_(0, 255))
+    return truncated.to(torch.uint8)
 
 
 def equalize(images: torch.Tensor) -> torch.Tensor:
     """ImageOps.equalize(img): PIL's per-channel cumulative LUT with step = (n - count of top level) // 255.
 
-    step > 0 implies at least two levels are present, PIL's other condition. The table is built in
-    float64, where floor(a / b) of these integers (far below 2^53) is exact and division is cheap.
+    step > 0 implies at least two levels are present, PIL's other condition.
     """
     _check_images(images)
     return _equalize(images)
 
 
+_FLOAT32_EXACT_PIXELS = 1 << 23
+"""Planes with fewer pixels build equalize's table in float32: every operand of its floor division
+is an integer below 2^24, where float32 is exact and floor(a / b) of the correctly rounded quotient
+is the integer quotient (a non-integer a / b lies at least 1/b below the next integer, more than
+the rounding error a / b * 2^-24 when a < 2^24). Larger planes use float64, as PIL's double."""
+
+
 def _equalize(images: torch.Tensor, magnitude: torch.Tensor | None = None) -> torch.Tensor:
     batch, channels, height, width = images.shape
-    planes = batch * channels
+    planes, pixels = batch * channels, height * width
+    device = images.device
     index = _lut_index(images)
     hist = torch.bincount(index, minlength=planes * 256).view(planes, 256)
     top_level = images.reshape(planes, -1).amax(dim=1, keepdim=True).to(torch.int64)
-    step = (height * width - torch.gather(hist, 1, top_level)) // 255
+    step = (pixels - torch.gather(hist, 1, top_level)) // 255
     equalizable = step > 0
-    step = torch.where(equalizable, step, 1).to(torch.float64)
-    counts = hist.to(torch.float64)
-    before = counts.cumsum(dim=1).sub_(counts)  # pixels strictly below each level
-    equalized = before.add_(step.div(2).floor_()).div_(step).floor_().clamp_(max=255)  # point() clips
-    levels = torch.arange(256, dtype=torch.float64, device=images.device)
-    lut = torch.where(equalizable, equalized, levels).to(torch.uint8)
-    return _apply_channel_lut(images, lut, index)
+    dtype = torch.float32 if pixels < _FLOAT32_EXACT_PIXELS else torch.float64
+    # PIL: lut[v] = (pixels strictly below v + step // 2) // step, clipped by point(); the counts
+    # and sums fit int32 (int32 cumsum is the fastest), the division runs in `dtype` (see above).
+    counts = _scratch("lut_counts", (planes, 256), torch.int32, device).copy_(hist)
+    below = torch.cumsum(counts, dim=1, out=_scratch("lut_sums", (planes, 256), torch.int32, device)).sub_(counts)
+    numerator = below.add_(step.div(2, rounding_mode="floor").to(torch.int32))
+    value = _scratch("lut_float", (planes, 256), dtype, device).copy_(numerator)
+    value.div_(step.clamp(min=1).to(dtype)).floor_()
+    # A plane PIL leaves alone gets the identity table: a blend with 0/1 weights, exact on these
+    # integers and cheaper than torch.where on the table.
+    kept = equalizable.to(dtype)
+    levels = torch.arange(256, dtype=dtype, device=device)
+    value.mul_(kept).addcmul_(levels, 1.0 - kept)
+    return _apply_channel_lut(images, _truncated_levels(value), index)
 
 
 def posterize(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
