@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.io import decode_jpeg, encode_jpeg
 
 from augmix.corruptions._common import (
     check_inputs,
@@ -113,6 +112,9 @@ def jpeg_compression(images: Tensor, severity: int, preset: str, generator: torc
     quality = severity_constant(JPEG_QUALITY, severity, preset)
     if images.shape[0] == 0:
         return images.clone()
+    # imported here: torchvision pulls in torch._dynamo (~2 s of CPU) that no other corruption needs
+    from torchvision.io import decode_jpeg, encode_jpeg
+
     cpu_images = images.cpu()
     encoded = encode_jpeg(list(cpu_images.unbind(0)), quality=quality)
     decoded = decode_jpeg(encoded)

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torchvision.models import resnet as tv_resnet
 
 from augmix.models.allconv import AllConvNet
 from augmix.models.densenet import DenseNetBC
@@ -63,46 +62,17 @@ MODELS: tuple[str, ...] = (
     "wrn10_1",
 )
 
-RESNET_LAYOUTS: dict[int, tuple[type[nn.Module], list[int]]] = {
-    18: (tv_resnet.BasicBlock, [2, 2, 2, 2]),
-    34: (tv_resnet.BasicBlock, [3, 4, 6, 3]),
-    50: (tv_resnet.Bottleneck, [3, 4, 6, 3]),
-    101: (tv_resnet.Bottleneck, [3, 4, 23, 3]),
-    152: (tv_resnet.Bottleneck, [3, 8, 36, 3]),
-}
+RESNET_DEPTHS: tuple[int, ...] = (18, 34, 50, 101, 152)
 
 
-class TorchvisionResNet(tv_resnet.ResNet):
-    """torchvision's ResNet (weights=None) with in-model normalisation and an optional CIFAR stem.
+def __getattr__(name: str) -> object:
+    # torchvision is imported only when a ResNet is asked for: importing it pulls in torch._dynamo
+    # (~2 s of CPU), which every Ray worker that builds a CIFAR model would otherwise pay at start.
+    if name == "TorchvisionResNet":
+        from augmix.models.resnet import TorchvisionResNet
 
-    Subclassing keeps torchvision's parameter names, so its pretrained state dicts load with
-    strict=False (only `normalize.*` is extra). `cifar_stem` swaps the 7x7/2 conv + max-pool for a
-    3x3/1 conv and no pooling, the usual change for 32x32 inputs.
-    """
-
-    def __init__(
-        self,
-        depth: int = 50,
-        num_classes: int = 1000,
-        cifar_stem: bool = False,
-        zero_init_residual: bool = False,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-    ) -> None:
-        if depth not in RESNET_LAYOUTS:
-            raise ValueError(f"ResNet depth {depth} is not allowed; use one of {sorted(RESNET_LAYOUTS)}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes {num_classes} is not allowed; use an integer >= 1")
-        block, layers = RESNET_LAYOUTS[depth]
-        super().__init__(block, layers, num_classes=num_classes, zero_init_residual=zero_init_residual)
-        self.normalize = Normalize(mean, std)
-        if cifar_stem:
-            self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-            self.maxpool = nn.Identity()
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return super().forward(self.normalize(images))
+        return TorchvisionResNet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -121,11 +91,13 @@ def _resolve(name: str) -> tuple[Callable[..., nn.Module], dict[str, int]]:
         return WideResNet, {"depth": int(match[1]), "widen_factor": int(match[2])}
     if match := re.fullmatch(r"densenet_bc_(\d+)", name):
         return DenseNetBC, {"depth": int(match[1])}
-    if (match := re.fullmatch(r"resnet(\d+)", name)) and int(match[1]) in RESNET_LAYOUTS:
+    if (match := re.fullmatch(r"resnet(\d+)", name)) and int(match[1]) in RESNET_DEPTHS:
+        from augmix.models.resnet import TorchvisionResNet
+
         return TorchvisionResNet, {"depth": int(match[1])}
     raise ValueError(
         f"model name {name!r} is not allowed; use one of {', '.join(MODELS)} "
-        f"(or wrn{{6n+4}}_{{widen}}, densenet_bc_{{6n+4}}, resnet{{{'|'.join(map(str, RESNET_LAYOUTS))}}})"
+        f"(or wrn{{6n+4}}_{{widen}}, densenet_bc_{{6n+4}}, resnet{{{'|'.join(map(str, RESNET_DEPTHS))}}})"
     )
 
 
