@@ -89,7 +89,10 @@ class DataActorKiller(threading.Thread):
 
 @pytest.mark.timeout(300)
 def test_killed_augmix_actor_is_replaced_and_the_epoch_completes(ray_cluster, tmp_path, monkeypatch):
+    """The loop runs in the driver (num_workers=0): the fault is in the data layer, and a Ray Train
+    worker group would only add its ~20 s start-up."""
     config = _config(str(tmp_path / "run"))
+    config.scaling.num_workers = 0
     killer = DataActorKiller(_record_epoch_clock(monkeypatch))
     killer.start()
     try:
