@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageOps
 
 import augmix.ops as augmix_ops
 from augmix import AugMix
@@ -125,13 +125,14 @@ def reference_triple(image: Image.Image, ops: list) -> tuple[torch.Tensor, torch
 
 
 def rate(run_once: Callable[[], int], seconds: float, sync: Callable[[], None] = lambda: None,
-         clock: Callable[[], float] = time.process_time) -> float:
-    """Items per second of `run_once` (which returns how many items it produced), after one warm-up.
+         clock: Callable[[], float] = time.process_time, warmup: int = 1) -> float:
+    """Items per second of `run_once` (which returns how many items it produced), after `warmup` calls.
 
     On CPU the clock is this process's CPU time: with one torch thread that is the per-core cost,
     and it stays meaningful when other jobs share the cores (wall time would charge their load to us).
     """
-    run_once()
+    for _ in range(warmup):
+        run_once()
     sync()
     produced, start = 0, clock()
     while True:
@@ -208,10 +209,12 @@ def report_retained(label: str, rates: dict[str, float], retained: float) -> Non
     print(f"  ratio ours triples / tv views      : {retained / rates['torchvision']:6.1f}x")
 
 
-def measure_cuda(images: torch.Tensor, batch: int, seconds: float) -> float:
+def device_rate(images: torch.Tensor, batch: int, seconds: float, device: torch.device | str = "cuda") -> float:
+    """Triples/s of AugMix().triple on `device` (CPU: per CPU-second of this process; CUDA: wall time, synchronised)."""
+    device = torch.device(device)
     augment = AugMix()
-    generator = torch.Generator("cuda").manual_seed(0)
-    on_device = images.cuda()
+    generator = torch.Generator(device).manual_seed(0)
+    on_device = images.to(device)
     batches = [on_device[i : i + batch] for i in range(0, len(on_device) - batch + 1, batch)]
     cursor = [0]
 
@@ -221,6 +224,8 @@ def measure_cuda(images: torch.Tensor, batch: int, seconds: float) -> float:
         augment.triple(chunk, generator)
         return chunk.shape[0]
 
+    if device.type == "cpu":
+        return rate(step, seconds)
     return rate(step, seconds, torch.cuda.synchronize, clock=time.perf_counter)
 
 
@@ -287,8 +292,8 @@ def main() -> None:
         profile_ops(large, 32)
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
-        print(f"CUDA ({name}): 32x32 batches of 1024: {measure_cuda(images, 1024, args.seconds):10.1f} triples/s")
-        print(f"CUDA ({name}): 224x224 batches of 128: {measure_cuda(large, 128, args.seconds):10.1f} triples/s")
+        print(f"CUDA ({name}): 32x32 batches of 1024: {device_rate(images, 1024, args.seconds):10.1f} triples/s")
+        print(f"CUDA ({name}): 224x224 batches of 128: {device_rate(large, 128, args.seconds):10.1f} triples/s")
 
 
 if __name__ == "__main__":

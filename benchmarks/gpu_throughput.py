@@ -19,7 +19,7 @@ Everything runs the project's own code on one device (no Ray):
 
 Without a GPU it runs on the CPU with small sizes (a check that it works, not a measurement).
 
-    python benchmarks/gpu_throughput.py [--models wrn40_2 resnet18] [--seconds 3] [--images 10000]
+    python benchmarks/gpu_throughput.py [--models wrn40_2 resnext29_32x4d] [--seconds 3] [--images 10000]
     python benchmarks/gpu_throughput.py --size 224 --models resnet50 --sections train   # ImageNet-sized
 """
 from __future__ import annotations
@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from augmix import AugMix  # noqa: E402
 from augmix.models import build_model  # noqa: E402
+from benchmarks.augment_throughput import device_rate, rate, upsample  # noqa: E402
 from workers.train_loop import build_optimizer, step_loss, training_inputs  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("AUGMIX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -63,21 +64,6 @@ def load_cifar(count: int) -> tuple[torch.Tensor, torch.Tensor]:
     arrays = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in table.column("image").to_pylist()]
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return images, torch.tensor(table.column("label").to_pylist())
-
-
-def timed_rate(run_once: Callable[[], int], seconds: float, sync: Callable[[], None],
-               clock: Callable[[], float] = time.perf_counter, warmup: int = 3) -> float:
-    """Items per second of `run_once` (it returns how many it produced) after `warmup` calls."""
-    for _ in range(warmup):
-        run_once()
-    sync()
-    produced, start = 0, clock()
-    while True:
-        produced += run_once()
-        sync()
-        elapsed = clock() - start
-        if elapsed >= seconds:
-            return produced / elapsed
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:
@@ -110,7 +96,7 @@ def train_step_rate(model_name: str, images: torch.Tensor, labels: torch.Tensor,
         scheduler.step()
         return batch
 
-    return timed_rate(step, seconds, synchronizer(device))
+    return rate(step, seconds, synchronizer(device), clock=time.perf_counter, warmup=3)
 
 
 def host_triples(images: torch.Tensor, labels: torch.Tensor, batch: int, made: bool) -> list[dict[str, torch.Tensor]]:
@@ -126,28 +112,6 @@ def host_triples(images: torch.Tensor, labels: torch.Tensor, batch: int, made: b
             entry["aug1"], entry["aug2"] = (view.mul(255).round().to(torch.uint8) for view in (aug1, aug2))
         batches.append(entry)
     return batches
-
-
-def augmix_rate(images: torch.Tensor, device: torch.device, batch: int, seconds: float) -> float:
-    """Triples/s of AugMix().triple alone; on the CPU per CPU-second of this process."""
-    augmix, generator = AugMix(), torch.Generator(device=device).manual_seed(0)
-    on_device = images.to(device)
-    batches = [on_device[i:i + batch] for i in range(0, len(on_device) - batch + 1, batch)]
-    cursor = [0]
-
-    def step() -> int:
-        chunk = batches[cursor[0] % len(batches)]
-        cursor[0] += 1
-        augmix.triple(chunk, generator)
-        return len(chunk)
-
-    clock = time.process_time if device.type == "cpu" else time.perf_counter
-    return timed_rate(step, seconds, synchronizer(device), clock=clock, warmup=1)
-
-
-def upsample(images: torch.Tensor, size: int) -> torch.Tensor:
-    resized = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
-    return resized.round().clamp(0, 255).to(torch.uint8)
 
 
 def evaluation_rates(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
@@ -182,21 +146,21 @@ def report_training(rows: list[tuple[str, str, bool, float]], per_core: float, s
 
 
 def report_evaluation(results: dict[str, tuple[float, float, float]], images: int) -> None:
-    rates = [rate for rate, _, _ in results.values()]
+    rates = [value for value, _, _ in results.values()]
     print(f"\nevaluation, wrn40_2 (untrained), one severity-3 cell per corruption on {images} images:")
     print(f"  {'corruption':18s} {'images/s':>10s} {'corrupting s':>13s} {'model s':>8s}")
-    for corruption, (rate, produce, infer) in sorted(results.items(), key=lambda item: item[1][0]):
-        print(f"  {corruption:18s} {rate:10.0f} {produce:13.2f} {infer:8.2f}")
+    for corruption, (value, produce, infer) in sorted(results.items(), key=lambda item: item[1][0]):
+        print(f"  {corruption:18s} {value:10.0f} {produce:13.2f} {infer:8.2f}")
     corruptions, severities, per_cell = FULL_TABLE
     total_images = corruptions * severities * per_cell
-    seconds = sum(per_cell / rate for rate in rates) * severities
+    seconds = sum(per_cell / value for value in rates) * severities
     print(f"  mean {np.mean(rates):.0f} images/s; the full CIFAR-10-C table ({total_images:,} images) "
           f"projects to {seconds:.0f} s on this device, one cell at a time")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["wrn40_2", "resnet18"])
+    parser.add_argument("--models", nargs="+", default=["wrn40_2"])
     parser.add_argument("--seconds", type=float, default=3.0, help="timing window per measurement")
     parser.add_argument("--images", type=int, default=10_000, help="CIFAR test images per evaluation cell")
     parser.add_argument("--size", type=int, default=32, help="training image size (CIFAR upsampled when > 32)")
@@ -217,16 +181,16 @@ def main() -> None:
     train_labels = labels[:len(train_images)]
     torch.set_num_threads(1)
     cpu_batch = 256 if args.size == 32 else 32
-    per_core = augmix_rate(train_images, torch.device("cpu"), cpu_batch, args.seconds)
+    per_core = device_rate(train_images, cpu_batch, args.seconds, "cpu")
     print(f"AugMix().triple on 1 CPU thread, {args.size}x{args.size} batches of {cpu_batch}: "
           f"{per_core:.0f} triples/s per core")
     if on_gpu:
         torch.set_num_threads(min(8, os.cpu_count() or 1))
     if on_gpu and "augmix" in args.sections:
         print(f"AugMix().triple on the device, 32x32 batches of 1024: "
-              f"{augmix_rate(images[:8192], device, 1024, args.seconds):.0f} triples/s")
+              f"{device_rate(images[:8192], 1024, args.seconds, device):.0f} triples/s")
         print(f"AugMix().triple on the device, 224x224 batches of 128: "
-              f"{augmix_rate(upsample(images[:512], 224), device, 128, args.seconds):.0f} triples/s")
+              f"{device_rate(upsample(images[:512], 224), 128, args.seconds, device):.0f} triples/s")
 
     rows = []
     for model in args.models if "train" in args.sections else ():
