@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-import torch
 from torch import nn
 
 from augmix.models.allconv import AllConvNet
@@ -29,7 +28,6 @@ from augmix.models.layers import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Normalize,
-    init_reference_weights,
 )
 from augmix.models.resnext import CifarResNeXt
 from augmix.models.wideresnet import WideResNet
