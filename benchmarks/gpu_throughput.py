@@ -9,7 +9,7 @@ Everything runs the project's own code on one device (no Ray):
                  fed      uint8 (clean, aug1, aug2) made beforehand, copied from host memory
                           every step, as the Ray Data AugMix actors deliver them (placement data);
                  trainer  clean uint8 only; AugMix().triple runs on the device (placement trainer);
-               with and without AMP (fp16).
+               with and without AMP (fp16), and with --channels-last also in NHWC layout.
   AugMix       AugMix().triple alone on the device, 32x32 and 224x224.
   CPU AugMix   AugMix().triple at --size on one CPU thread of this machine (per CPU-second), so that
                "cores per GPU" = fed triples/s / (triples/s per core) is measured in the same run.
@@ -71,9 +71,11 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
 
 
 def train_step_rate(model_name: str, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-                    placement: str, amp: bool, batch: int, seconds: float) -> float:
+                    placement: str, amp: bool, channels_last: bool, batch: int, seconds: float) -> float:
     """Triples/s of the training step, fed as the placement feeds it (see the module docstring)."""
     model = build_model(model_name, 10).to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(model, TRAIN, batch, total_steps=10**6)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     augmix = AugMix() if placement == "trainer" else None
@@ -84,7 +86,7 @@ def train_step_rate(model_name: str, images: torch.Tensor, labels: torch.Tensor,
     def step() -> int:
         host = host_batches[cursor[0] % len(host_batches)]
         cursor[0] += 1
-        inputs, views = training_inputs(host, device, augmix, generator)
+        inputs, views = training_inputs(host, device, augmix, generator, channels_last)
         targets = host["label"].to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, enabled=amp):
             logits = model(inputs)
@@ -136,13 +138,14 @@ def evaluation_rates(images: torch.Tensor, labels: torch.Tensor, device: torch.d
     return results
 
 
-def report_training(rows: list[tuple[str, str, bool, float]], per_core: float, size: int, batch: int) -> None:
+def report_training(rows: list[tuple[str, str, bool, bool, float]], per_core: float, size: int, batch: int) -> None:
     print(f"\ntraining step, {size}x{size}, batch of {batch} triples, triples/s; cores = fed rate / {per_core:.0f} "
           "triples/s per CPU core of AugMix")
-    print(f"  {'model':16s} {'placement':9s} {'amp':5s} {'triples/s':>10s} {'CPU cores to feed':>18s}")
-    for model, placement, amp, value in rows:
+    print(f"  {'model':16s} {'placement':9s} {'amp':5s} {'layout':6s} {'triples/s':>10s} {'CPU cores to feed':>18s}")
+    for model, placement, amp, channels_last, value in rows:
         cores = f"{value / per_core:18.1f}" if placement == "fed" else f"{'(none: on device)':>18s}"
-        print(f"  {model:16s} {placement:9s} {str(amp):5s} {value:10.0f} {cores}")
+        layout = "NHWC" if channels_last else "NCHW"
+        print(f"  {model:16s} {placement:9s} {str(amp):5s} {layout:6s} {value:10.0f} {cores}")
 
 
 def report_evaluation(results: dict[str, tuple[float, float, float]], images: int) -> None:
@@ -165,6 +168,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000, help="CIFAR test images per evaluation cell")
     parser.add_argument("--size", type=int, default=32, help="training image size (CIFAR upsampled when > 32)")
     parser.add_argument("--batch", type=int, default=128, help="triples per training step")
+    parser.add_argument("--channels-last", action="store_true", help="also time NHWC (train.channels_last)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -196,10 +200,12 @@ def main() -> None:
     for model in args.models if "train" in args.sections else ():
         for placement in ("fed", "trainer"):
             for amp in ((False, True) if on_gpu else (False,)):
-                value = train_step_rate(model, train_images, train_labels, device, placement, amp, args.batch,
-                                        args.seconds)
-                rows.append((model, placement, amp, value))
-                print(f"  {model} {placement} amp={amp}: {value:.0f} triples/s", flush=True)
+                for channels_last in ((False, True) if args.channels_last else (False,)):
+                    value = train_step_rate(model, train_images, train_labels, device, placement, amp,
+                                            channels_last, args.batch, args.seconds)
+                    rows.append((model, placement, amp, channels_last, value))
+                    print(f"  {model} {placement} amp={amp} channels_last={channels_last}: {value:.0f} triples/s",
+                          flush=True)
     if rows:
         report_training(rows, per_core, args.size, args.batch)
     if "evaluation" in args.sections:

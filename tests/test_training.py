@@ -171,11 +171,11 @@ def test_trainer_placement_runs_augmix_in_the_loop():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-@pytest.mark.parametrize("placement", ["data", "trainer"])
-def test_amp_training_step_on_cuda_learns_a_fixed_batch(placement, cifar_images):
+@pytest.mark.parametrize(("placement", "channels_last"), [("data", False), ("trainer", False), ("data", True)])
+def test_amp_training_step_on_cuda_learns_a_fixed_batch(placement, channels_last, cifar_images):
     """The loop's step as it runs on a GPU trainer: fp16 autocast + GradScaler, AugMix on the device
-    (placement trainer) or uint8 triples copied in (placement data); the loss must stay finite and
-    fall on a batch it sees repeatedly."""
+    (placement trainer) or uint8 triples copied in (placement data), in NCHW or NHWC (channels_last);
+    the loss must stay finite and fall on a batch it sees repeatedly."""
     from augmix.models import build_model
 
     device = torch.device("cuda")
@@ -185,14 +185,17 @@ def test_amp_training_step_on_cuda_learns_a_fixed_batch(placement, cifar_images)
         _, aug1, aug2 = AugMix().triple(images, torch.Generator().manual_seed(0))
         batch.update(aug1=to_uint8(aug1), aug2=to_uint8(aug2))
     model = build_model("wrn16_2", 10).to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scaler = torch.amp.GradScaler("cuda")
     augmix = AugMix() if placement == "trainer" else None
     losses = []
     for step in range(12):
         generator = torch.Generator(device).manual_seed(step) if augmix else None
-        inputs, views = training_inputs(batch, device, augmix, generator)
+        inputs, views = training_inputs(batch, device, augmix, generator, channels_last)
         assert inputs.is_cuda and views == 3
+        assert inputs.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         with torch.autocast(device_type="cuda"):
             logits = model(inputs)
         assert logits.dtype == torch.float16

@@ -61,18 +61,20 @@ def steps_per_epoch(train_size: int, num_workers: int, batch_size: int, max_step
 
 
 def training_inputs(batch: dict[str, torch.Tensor], device: torch.device, augmix: AugMix | None,
-                    generator: torch.Generator | None) -> tuple[torch.Tensor, int]:
+                    generator: torch.Generator | None, channels_last: bool = False) -> tuple[torch.Tensor, int]:
     """(float [V·B,3,H,W] in [0,1], number of views V) for one step; V = 3 means clean, aug1, aug2.
 
     With `augmix` (placement "trainer") the batch holds clean uint8 images and AugMix runs here, on
-    the trainer's device, with the same code the data actors use."""
+    the trainer's device, with the same code the data actors use. `channels_last` lays the result
+    out as NHWC in the same pass (the model must be converted too, see `train.channels_last`)."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     if augmix is not None:
         clean = batch["clean"].to(device, non_blocking=True)
         views = augmix.triple(clean, generator)
-        return torch.cat(views), 3
+        return torch.cat(views).contiguous(memory_format=layout), 3
     names = [name for name in ("clean", "aug1", "aug2") if name in batch]
     stacked = torch.cat([batch[name].to(device, non_blocking=True) for name in names])
-    return stacked.float().mul_(1.0 / 255.0), len(names)
+    return stacked.to(torch.float32, memory_format=layout).mul_(1.0 / 255.0), len(names)
 
 
 def step_loss(logits: torch.Tensor, targets: torch.Tensor, views: int, lam: float):
@@ -180,9 +182,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     amp = bool(train["amp"]) and device.type == "cuda"
+    channels_last = bool(train.get("channels_last")) and device.type == "cuda"
     torch.manual_seed(train["seed"] + rank)
 
     model = build_model(loop_config["model"]["name"], runtime["num_classes"], **loop_config["model"].get("options", {}))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
     global_batch = train["batch_size"] * max(world, 1)
     per_epoch = steps_per_epoch(runtime["train_size"], world, train["batch_size"], train["max_steps_per_epoch"])
@@ -234,7 +239,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         for batch in batches:
             wait += time.perf_counter() - tick
             first_wait = wait if first_wait is None else first_wait
-            inputs, views = training_inputs(batch, device, trainer_augmix, generator)
+            inputs, views = training_inputs(batch, device, trainer_augmix, generator, channels_last)
             targets = batch["label"].to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, enabled=amp):
                 logits = model(inputs)
