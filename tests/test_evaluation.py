@@ -22,7 +22,7 @@ from workers.evaluate import EvaluationCell, load_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[1]
-LIMIT = 200  # test images per cell
+LIMIT = 100  # test images per cell
 TRAIN_IMAGES, EPOCHS = 2000, 3
 
 
