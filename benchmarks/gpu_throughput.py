@@ -40,11 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from augmix import AugMix  # noqa: E402
 from augmix.models import build_model  # noqa: E402
-from benchmarks.augment_throughput import device_rate, rate, upsample  # noqa: E402
-from workers.train_loop import build_optimizer, step_loss, training_inputs  # noqa: E402
+from benchmarks.augment_throughput import CIFAR_TEST, device_rate, rate, upsample  # noqa: E402
+from workers.augment import to_uint8  # noqa: E402
+from workers.train_loop import build_optimizer, optimisation_step, training_inputs  # noqa: E402
 
-SHARED_DATA = Path(os.environ.get("AUGMIX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-CIFAR_TEST = SHARED_DATA / "cifar10" / "test.parquet"
 TRAIN = {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}  # the reference's SGD
 SECTIONS = ("augmix", "train", "evaluation")
 FULL_TABLE = (15, 5, 10_000)  # corruptions, severities, images per cell (CIFAR-10-C)
@@ -88,14 +87,7 @@ def train_step_rate(model_name: str, images: torch.Tensor, labels: torch.Tensor,
         cursor[0] += 1
         inputs, views = training_inputs(host, device, augmix, generator, channels_last)
         targets = host["label"].to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, enabled=amp):
-            logits = model(inputs)
-        loss, _, _ = step_loss(logits, targets, views, 12.0)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        optimisation_step(model, optimizer, scheduler, scaler, inputs, targets, views, 12.0, amp)
         return batch
 
     return rate(step, seconds, synchronizer(device), clock=time.perf_counter, warmup=3)
@@ -111,7 +103,7 @@ def host_triples(images: torch.Tensor, labels: torch.Tensor, batch: int, made: b
         entry = {"clean": clean, "label": labels[start:start + batch]}
         if made:
             _, aug1, aug2 = augmix.triple(clean, generator)
-            entry["aug1"], entry["aug2"] = (view.mul(255).round().to(torch.uint8) for view in (aug1, aug2))
+            entry["aug1"], entry["aug2"] = to_uint8(aug1), to_uint8(aug2)
         batches.append(entry)
     return batches
 

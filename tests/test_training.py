@@ -19,7 +19,14 @@ from workers.augment import (
     stage_mode,
     to_uint8,
 )
-from workers.train_loop import cosine_factor, scaled_lr, step_loss, steps_per_epoch, training_inputs
+from workers.train_loop import (
+    cosine_factor,
+    optimisation_step,
+    scaled_lr,
+    step_loss,
+    steps_per_epoch,
+    training_inputs,
+)
 
 torch.set_num_threads(1)
 
@@ -161,6 +168,22 @@ def test_one_forward_pass_on_the_triple_gives_the_augmix_loss():
     assert float(zero) == 0.0 and torch.equal(single, single_ce)
 
 
+def test_optimisation_step_returns_the_loss_parts_and_learns():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    batch = {name: torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8) for name in ("clean", "aug1", "aug2")}
+    inputs, views = training_inputs(batch, torch.device("cpu"), None, None)
+    targets = torch.tensor([0, 1, 2, 3])
+    sums = [optimisation_step(model, optimizer, scheduler, scaler, inputs, targets, views, 12.0, False)
+            for _ in range(5)]
+    assert all(s.dtype == torch.float32 and s.shape == (3,) for s in sums)
+    torch.testing.assert_close(sums[0][0], sums[0][1] + 12.0 * sums[0][2])
+    assert float(sums[-1][1]) < float(sums[0][1])  # the clean CE falls on a batch seen repeatedly
+
+
 def test_trainer_placement_runs_augmix_in_the_loop():
     clean = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     inputs, views = training_inputs({"clean": clean}, torch.device("cpu"), AugMix(), torch.Generator().manual_seed(1))
@@ -188,23 +211,19 @@ def test_amp_training_step_on_cuda_learns_a_fixed_batch(placement, channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     scaler = torch.amp.GradScaler("cuda")
     augmix = AugMix() if placement == "trainer" else None
+    with torch.no_grad(), torch.autocast(device_type="cuda"):
+        assert model(images[:2].to(device).float()).dtype == torch.float16
     losses = []
     for step in range(12):
         generator = torch.Generator(device).manual_seed(step) if augmix else None
         inputs, views = training_inputs(batch, device, augmix, generator, channels_last)
         assert inputs.is_cuda and views == 3
         assert inputs.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        with torch.autocast(device_type="cuda"):
-            logits = model(inputs)
-        assert logits.dtype == torch.float16
-        loss, ce, jsd = step_loss(logits, labels.to(device), views, 12.0)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        losses.append(float(loss.detach()))
+        sums = optimisation_step(model, optimizer, scheduler, scaler, inputs, labels.to(device), views, 12.0, True)
+        losses.append(float(sums[0]))
     assert all(np.isfinite(losses)), losses
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 

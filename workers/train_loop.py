@@ -86,6 +86,21 @@ def step_loss(logits: torch.Tensor, targets: torch.Tensor, views: int, lam: floa
     return ce, ce, torch.zeros((), device=logits.device)
 
 
+def optimisation_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
+                      inputs: torch.Tensor, targets: torch.Tensor, views: int, lam: float, amp: bool) -> torch.Tensor:
+    """One SGD step on CE + λ·JSD (autocast and loss scaling when `amp`); returns float32 [loss, ce,
+    jsd] still on the device, so that the caller reads them when it chooses (a read syncs the GPU)."""
+    with torch.autocast(device_type=inputs.device.type, enabled=amp):
+        logits = model(inputs)
+    loss, ce, jsd = step_loss(logits, targets, views, lam)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return torch.stack((loss.detach(), ce.detach(), jsd.detach())).float()
+
+
 @torch.no_grad()
 def validation_counts(model: nn.Module, batches, device: torch.device, amp: bool,
                       corrupted: bool = False, preset: str = "cifar") -> tuple[int, int, int, float]:
@@ -241,15 +256,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             first_wait = wait if first_wait is None else first_wait
             inputs, views = training_inputs(batch, device, trainer_augmix, generator, channels_last)
             targets = batch["label"].to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, enabled=amp):
-                logits = model(inputs)
-            loss, ce, jsd = step_loss(logits, targets, views, lam)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step_sums += torch.stack((loss.detach(), ce.detach(), jsd.detach())).float()
+            step_sums += optimisation_step(model, optimizer, scheduler, scaler, inputs, targets, views, lam, amp)
             steps += 1
             if steps >= per_epoch:
                 break
