@@ -1,14 +1,12 @@
-"""The dataset spec of a Config → the Ray Datasets a training run consumes.
+"""The dataset spec of a Config → what a training run reads.
 
-train: rows {image, label} (uint8 HWC or encoded bytes, in small blocks so that Ray Data streams
-and can reorder them) → `map_batches(AugmentStage)` on a pool of CPU actors → {clean?, aug1?, aug2?,
-label} uint8 views. validation: the held-out rows, decoded once on the driver (a few MB), as
-{clean, label}. The validation rows come out of the training split by seed (never the test split).
-
-Sources that fit the driver's memory (synthetic, CIFAR, Parquet up to STREAM_PARQUET_BYTES) are read
-there, so the validation rows are a seeded, stratified sample. Larger Parquet sources (ImageNet)
-stream through `ray.data.read_parquet` on the cluster and never pass through the driver; their
-validation set is then whole files held out by seed.
+train: a TrainingStream (workers.training_data): the rows, held once in Ray's object store when they
+fit the driver (synthetic, CIFAR, Parquet up to STREAM_PARQUET_BYTES) or left in storage as Parquet
+row groups (ImageNet-sized sources), and the rule that deals them out to the trainers epoch by
+epoch. Each trainer builds its own Ray Data stream of AugMix views from it, once per run.
+validation: the held-out rows as a Ray Dataset {clean, label}: decoded once on the driver for
+in-memory sources (a seeded, stratified sample of the training split, never the test split), or
+whole Parquet files held out by seed and decoded by Ray Data tasks for streamed sources.
 """
 from __future__ import annotations
 
@@ -23,7 +21,8 @@ from augmix.datasets.parquet import parquet_files, parse_classes, split_location
 from augmix.datasets.split import train_validation_split
 from augmix.datasets.table import ImageTable
 from orchestrator.config import Config, DataConfig
-from workers.augment import VIEW_COLUMNS, AugmentStage, decode_batch, decode_rows, stage_mode
+from workers.augment import VIEW_COLUMNS, decode_batch, decode_rows, stage_mode
+from workers.training_data import ParquetFragment, ParquetRows, TableRows, TrainingStream, rows_per_trainer
 
 TARGET_MAX_BLOCK_BYTES = 8 * 1024 * 1024  # small blocks: the map stage and the trainers overlap
 ROWS_PER_BLOCK = 1000
@@ -34,7 +33,7 @@ STREAM_PARQUET_BYTES = 2 * 1024**3  # larger Parquet sources stream from storage
 class PipelineData:
     """What the trainer needs to know about the data besides the datasets themselves."""
 
-    train: object  # ray.data.Dataset of views
+    stream: TrainingStream  # the training rows and how they are dealt out per epoch
     validation: object | None  # ray.data.Dataset {clean, label}, None when no validation split
     classes: list[str]
     train_size: int
@@ -65,48 +64,36 @@ def split_tables(table: ImageTable, fraction: float, seed: int) -> tuple[ImageTa
     return table.take(train_rows), table.take(validation_rows)
 
 
-def image_rows_table(table: ImageTable) -> pa.Table:
-    """{image, label} as Arrow: binary for encoded images, Ray's tensor extension for pixels."""
-    from ray.data.extensions import ArrowTensorArray
-
-    if table.is_encoded:
-        images = pa.array(list(table.images), type=pa.binary())
-    else:
-        images = ArrowTensorArray.from_numpy(np.ascontiguousarray(table.images))
-    return pa.table({"image": images, "label": pa.array(table.labels, type=pa.int64())})
-
-
 def blocks_of(arrow: pa.Table, rows_per_block: int) -> list[pa.Table]:
     return [arrow.slice(start, rows_per_block) for start in range(0, arrow.num_rows, rows_per_block)]
 
 
-def augment_stage_kwargs(config: Config, clock_name: str | None) -> dict:
-    """Constructor arguments of the AugmentStage actors for this config."""
+def augment_stage_kwargs(config: Config) -> dict:
+    """Constructor arguments of the AugmentStage actors for this config (the source comes with the stream)."""
     augmix = config.augmix
     return {
         "mode": stage_mode(augmix.enabled, augmix.jsd, augmix.placement),
         "width": augmix.width, "depth": augmix.depth, "severity": augmix.severity,
         "alpha": augmix.alpha, "all_ops": augmix.all_ops,
         "image_size": config.data.image_size, "crop_padding": config.data.crop_padding,
-        "flip": config.data.flip, "train": True, "seed": config.train.seed,
-        "image_column": "image", "label_column": "label", "clock_name": clock_name,
+        "flip": config.data.flip, "seed": config.train.seed, "batch_rows": config.scaling.data_batch_size,
     }
 
 
-def augmented_dataset(rows, config: Config, clock_name: str | None, actors: int | None = None, **stage_overrides):
-    """rows {image, label} → the AugMix views, on `scaling.data_actors` CPU actors."""
-    import ray.data
+def training_stream(config: Config, source: TableRows | ParquetRows) -> TrainingStream:
+    """Deal `source` out to the configured trainers: equal whole batches per trainer and epoch."""
+    world = max(config.scaling.num_workers, 1)
+    rows = rows_per_trainer(source.size, world, config.train.batch_size, config.train.max_steps_per_epoch)
+    return TrainingStream(source, seed=config.train.seed, world=world, rows_per_epoch=rows,
+                          piece_rows=config.scaling.data_batch_size)
 
-    scaling = config.scaling
-    options = {"resources": dict(scaling.data_resources)} if scaling.data_resources else {}
-    return rows.map_batches(
-        AugmentStage,
-        fn_constructor_kwargs=augment_stage_kwargs(config, clock_name) | stage_overrides,
-        compute=ray.data.ActorPoolStrategy(size=actors or scaling.data_actors),
-        num_cpus=scaling.cpus_per_data_actor,
-        batch_size=scaling.data_batch_size,
-        **options,
-    )
+
+def table_rows(table: ImageTable) -> TableRows:
+    """The rows into Ray's object store once: every AugMix actor of the run reads them from there."""
+    import ray
+
+    reference = ray.put({"image": table.images, "label": table.labels})
+    return TableRows(reference, len(table), table.source)
 
 
 def validation_dataset(table: ImageTable, image_size: int):
@@ -128,6 +115,20 @@ def large_parquet_files(data: DataConfig) -> list | None:
     return files if total > STREAM_PARQUET_BYTES else None
 
 
+def parquet_fragments(files: list) -> tuple[ParquetFragment, ...]:
+    """Every row group of `files` (from the footers), with the global index of its first row."""
+    fragments, offset = [], 0
+    for location in files:
+        with location.filesystem.open_input_file(location.path) as handle:
+            metadata = pq.ParquetFile(handle).metadata
+        for group in range(metadata.num_row_groups):
+            rows = metadata.row_group(group).num_rows
+            if rows:
+                fragments.append(ParquetFragment(location.path, group, rows, offset))
+                offset += rows
+    return tuple(fragments)
+
+
 def parquet_rows_and_classes(files: list, label_column: str) -> tuple[int, list[str]]:
     """Row count (from the footers) and class names (schema metadata, else 0..max label) of the files."""
     rows, classes, top = 0, None, -1
@@ -142,7 +143,7 @@ def parquet_rows_and_classes(files: list, label_column: str) -> tuple[int, list[
     return rows, classes or [str(label) for label in range(top + 1)]
 
 
-def streamed_parquet_datasets(config: Config, files: list, clock_name: str | None) -> PipelineData:
+def streamed_parquet_datasets(config: Config, files: list) -> PipelineData:
     """Train and validation straight from storage: validation = whole files held out by seed."""
     import ray.data
 
@@ -160,9 +161,9 @@ def streamed_parquet_datasets(config: Config, files: list, clock_name: str | Non
         return ray.data.read_parquet([loc.path for loc in locations],
                                      filesystem=locations[0].filesystem).select_columns(columns)
 
-    train_size, classes = parquet_rows_and_classes(train_files, data.label_column)
+    _, classes = parquet_rows_and_classes(train_files, data.label_column)
     names = {"image_column": data.image_column, "label_column": data.label_column}
-    train = augmented_dataset(read(train_files).randomize_block_order(), config, clock_name, **names)
+    source = ParquetRows(parquet_fragments(train_files), train_files[0].filesystem, **names)
     validation, validation_size = None, 0
     if validation_files:
         validation_size, _ = parquet_rows_and_classes(validation_files, data.label_column)
@@ -170,24 +171,22 @@ def streamed_parquet_datasets(config: Config, files: list, clock_name: str | Non
             decode_rows, fn_kwargs={"image_size": data.image_size, **names},
             num_cpus=config.scaling.cpus_per_data_actor, batch_size=config.scaling.data_batch_size)
     mode = stage_mode(config.augmix.enabled, config.augmix.jsd, config.augmix.placement)
-    return PipelineData(train, validation, classes, train_size, validation_size, VIEW_COLUMNS[mode])
+    return PipelineData(training_stream(config, source), validation, classes, source.size, validation_size,
+                        VIEW_COLUMNS[mode])
 
 
-def build_datasets(config: Config, clock_name: str | None = None) -> PipelineData:
-    """Read the source, hold out validation rows, and build the streaming Ray Datasets."""
+def build_datasets(config: Config) -> PipelineData:
+    """Read the source, hold out validation rows, and prepare the training stream."""
     import ray.data
 
     context = ray.data.DataContext.get_current()
     context.target_max_block_size = TARGET_MAX_BLOCK_BYTES
     large_files = large_parquet_files(config.data)
     if large_files:
-        return streamed_parquet_datasets(config, large_files, clock_name)
+        return streamed_parquet_datasets(config, large_files)
     table = read_training_table(config.data)
     train_table, validation_table = split_tables(table, config.data.validation_fraction, config.data.seed)
-    rows = ray.data.from_arrow(blocks_of(image_rows_table(train_table), ROWS_PER_BLOCK))
-    rows = rows.randomize_block_order()
-    train = augmented_dataset(rows, config, clock_name)
     validation = validation_dataset(validation_table, config.data.image_size) if validation_table else None
     mode = stage_mode(config.augmix.enabled, config.augmix.jsd, config.augmix.placement)
-    return PipelineData(train, validation, list(table.classes), len(train_table),
-                        len(validation_table) if validation_table else 0, VIEW_COLUMNS[mode])
+    return PipelineData(training_stream(config, table_rows(train_table)), validation, list(table.classes),
+                        len(train_table), len(validation_table) if validation_table else 0, VIEW_COLUMNS[mode])

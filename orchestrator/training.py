@@ -9,8 +9,6 @@ one small file the evaluation job loads.
 from __future__ import annotations
 
 import io
-import os
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,14 +16,11 @@ import torch
 
 from augmix import storage
 from orchestrator.config import Config
-from orchestrator.pipeline import PipelineData, build_datasets
+from orchestrator.pipeline import PipelineData, augment_stage_kwargs, build_datasets
 from orchestrator.ray_session import ensure_ray
-from workers.augment import epoch_clock
-from workers.train_loop import CHECKPOINT_FILE, load_checkpoint_file, train_loop_per_worker
+from workers.train_loop import CHECKPOINT_FILE, Hook, LoopRuntime, load_checkpoint_file, train_loop_per_worker
 
 MODEL_FILE = "model.pt"
-FAULT_ENV = "AUGMIX_INJECT_WORKER_FAILURE"  # "ACTION:EPOCH:RANK:PATH", tests only (workers/train_loop.py)
-FAULT_ACTIONS = ("kill", "hold")
 
 
 @dataclass
@@ -63,54 +58,29 @@ def build_run_config(config: Config, callbacks: list | None = None, name: str | 
     )
 
 
-def parse_fault(text: str | None) -> dict[str, Any] | None:
-    """AUGMIX_INJECT_WORKER_FAILURE="ACTION:EPOCH:RANK:PATH" → the loop's fault-injection entry.
-
-    kill: the worker exits before its report of EPOCH (PATH: a marker file so it happens once);
-    hold: the worker waits before that report until PATH/release exists (PATH/holding says it waits).
-    """
-    if not text:
-        return None
-    action, epoch, rank, path = text.split(":", 3)
-    if action not in FAULT_ACTIONS:
-        raise ValueError(f"{FAULT_ENV} action {action!r} is not one of {', '.join(FAULT_ACTIONS)}")
-    return {"action": action, "epoch": int(epoch), "rank": int(rank), "path": path}
+def loop_config(config: Config, data: PipelineData, hooks: tuple[Hook, ...] = ()) -> dict[str, Any]:
+    """What every train worker receives: the validated config and what the driver learnt (LoopRuntime)."""
+    runtime = LoopRuntime(stream=data.stream, stage_kwargs=augment_stage_kwargs(config), num_classes=data.num_classes,
+                          classes=data.classes, validation_size=data.validation_size,
+                          local_mode=config.scaling.num_workers == 0, hooks=tuple(hooks))
+    return {"config": config, "runtime": runtime}
 
 
-def loop_config(config: Config, data: PipelineData, clock_name: str) -> dict[str, Any]:
-    """Config.to_dict() plus what the workers learn from the driver ("runtime")."""
-    tree = config.to_dict()
-    tree["runtime"] = {
-        "num_classes": data.num_classes,
-        "classes": data.classes,
-        "train_size": data.train_size,
-        "validation_size": data.validation_size,
-        "clock_name": clock_name,
-        "shuffle_buffer": 2 * config.train.batch_size,
-        "fault": parse_fault(os.environ.get(FAULT_ENV)),
-        "local_mode": config.scaling.num_workers == 0,
-    }
-    return tree
-
-
-def build_trainer(config: Config, run_config, data: PipelineData | None = None):
-    """A TorchTrainer for `config` (not fitted); `data` defaults to build_datasets(config)."""
+def build_trainer(config: Config, run_config, data: PipelineData | None = None, hooks: tuple[Hook, ...] = ()):
+    """A TorchTrainer for `config` (not fitted); `data` defaults to build_datasets(config). Each train
+    worker builds its own training stream (workers.train_loop); only validation goes through Train's split."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    clock_name = f"augmix-epoch-clock-{uuid.uuid4().hex[:12]}"
-    epoch_clock(clock_name)  # owned by this process, so it outlives failed train workers
-    data = data or build_datasets(config, clock_name)
+    data = data or build_datasets(config)
     scaling = config.scaling
     resources = {"CPU": scaling.cpus_per_worker, **scaling.trainer_resources}
     if scaling.use_gpu:
         resources["GPU"] = 1
-    datasets = {"train": data.train}
-    if data.validation is not None:
-        datasets["validation"] = data.validation
+    datasets = {"validation": data.validation} if data.validation is not None else {}
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config(config, data, clock_name),
+        train_loop_config=loop_config(config, data, hooks),
         scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                                resources_per_worker=resources),
         datasets=datasets,
@@ -136,13 +106,14 @@ def export_model(checkpoint_state: dict[str, Any], config: Config) -> str:
     return uri
 
 
-def train(config: Config, address: str | None = None, run_config=None) -> TrainingResult:
-    """Train (or resume) the configured run on Ray, export the final model, print a summary."""
+def train(config: Config, address: str | None = None, run_config=None, hooks: tuple[Hook, ...] = ()) -> TrainingResult:
+    """Train (or resume) the configured run on Ray, export the final model, print a summary. `hooks`
+    run inside the loop at named points (workers.train_loop.LoopRuntime; the fault tests use them)."""
     storage.apply_endpoint(config.storage.endpoint_url)
     storage.check_writable(config.storage.uri)
     ensure_ray(address)
     run_config = run_config or build_run_config(config)
-    result = build_trainer(config, run_config).fit()
+    result = build_trainer(config, run_config, hooks=hooks).fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training run {config.name!r} produced no checkpoint under {run_storage_uri(config)}")
     with result.checkpoint.as_directory() as directory:

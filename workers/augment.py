@@ -1,27 +1,25 @@
-"""The Ray Data stage that turns (image, label) rows into the views the trainer consumes.
+"""The Ray Data stage that turns pieces of the training rows into the views the trainer consumes.
 
-Runs in a pool of CPU actors (`map_batches(AugmentStage, compute=ActorPoolStrategy(...))`): decode
+Runs in a pool of CPU actors (`map_batches(AugmentStage, compute=ActorPoolStrategy(...))`, built by
+workers.training_data): read a piece's rows (from the object store or a Parquet row group), decode
 (if the rows carry encoded bytes), random crop with zero padding + horizontal flip, then AugMix.
 Views leave the actor as uint8 [B,3,H,W]: the inputs are 8-bit images and rounding a convex mix to
 the nearest 1/255 adds at most 0.5/255 of error (far below the augmentation itself), while it cuts
 object-store traffic 4x against float32 and 2x against float16.
 
-Randomness is a torch.Generator per batch seeded from (seed, epoch, a fingerprint of the batch's
-content): which actor gets a batch does not change what it produces, so a run is reproducible given
-the same batch composition, and every epoch sees fresh augmentations. The epoch comes from a tiny
-named actor (`EpochClock`) that the train loop advances before it starts iterating an epoch: Ray
-Data re-runs this stage for each epoch but gives it no epoch of its own.
+Randomness is a torch.Generator per output batch seeded from (seed, epoch, piece): which actor
+runs a piece, and when, does not change what it produces, and every epoch sees fresh augmentations.
 """
 from __future__ import annotations
 
-import zlib
-from typing import Literal
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
 
 from augmix.mix import AugMix
 from workers.memory import retain_freed_memory
+from workers.training_data import PIECE_COLUMNS, PieceReader, piece_seed
 
 Mode = Literal["triple", "single", "clean"]
 MODES: tuple[str, ...] = ("triple", "single", "clean")
@@ -63,16 +61,6 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
 
 
-def batch_seed(seed: int, epoch: int, images: np.ndarray, labels: np.ndarray) -> int:
-    """A 63-bit seed from the run seed, the epoch and the batch's content (labels + first image)."""
-    fingerprint = zlib.crc32(np.ascontiguousarray(labels).tobytes())
-    first = images[0]
-    fingerprint = zlib.crc32(first if isinstance(first, bytes) else np.ascontiguousarray(first).tobytes(), fingerprint)
-    fingerprint = zlib.crc32(len(labels).to_bytes(8, "little"), fingerprint)
-    mixed = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), fingerprint]).generate_state(2, np.uint64)
-    return int(mixed[0] >> np.uint64(1))
-
-
 def decode_batch(images: np.ndarray, image_size: int, source: str = "batch") -> torch.Tensor:
     """Rows of an `image` column (uint8 HWC tensors or encoded bytes) → uint8 [B,3,S,S].
 
@@ -102,56 +90,18 @@ def decode_rows(batch: dict[str, np.ndarray], image_size: int = 32, image_column
     return {"clean": images.numpy(), "label": np.asarray(batch[label_column]).astype(np.int64)}
 
 
-class EpochClock:
-    """The epoch the trainers are on, readable by the data actors (a Ray actor, num_cpus=0)."""
-
-    def __init__(self) -> None:
-        self.epoch = 0
-
-    def set(self, epoch: int) -> int:
-        self.epoch = int(epoch)
-        return self.epoch
-
-    def get(self) -> int:
-        return self.epoch
-
-
-def epoch_clock(name: str):
-    """The named EpochClock actor of a run, created on first use (get_if_exists)."""
-    import ray
-
-    actor_class = ray.remote(num_cpus=0)(EpochClock)
-    return actor_class.options(name=name, get_if_exists=True, lifetime=None).remote()
-
-
-def find_clock(name: str | None):
-    """The run's EpochClock handle, or None (no name, or the stage used outside a training run)."""
-    if not name:
-        return None
-    import ray
-
-    try:
-        return ray.get_actor(name)
-    except ValueError:
-        return None
-
-
-def ray_get(ref):
-    import ray
-
-    return ray.get(ref)
-
-
 class AugmentStage:
-    """Callable class for `Dataset.map_batches`: {image, label} → {clean?, aug1?, aug2?, label}.
+    """Callable class for `Dataset.map_batches` over pieces (workers.training_data): each piece's
+    rows → {clean?, aug1?, aug2?, label, epoch, row}, `batch_rows` rows per output batch.
 
     mode "triple" (AugMix + JSD): clean, aug1, aug2; "single" (AugMix, CE only): aug1;
-    "clean" (standard training, or AugMix on the trainer): clean. `train=False` skips crop and flip
-    (validation). All views uint8 [B,3,H,W]; label int64 [B].
+    "clean" (standard training, or AugMix on the trainer): clean. All views uint8 [B,3,H,W];
+    label, epoch and row (the global row index) int64 [B].
     """
 
     def __init__(
         self,
+        source=None,
         mode: Mode = "triple",
         width: int = 3,
         depth: int = -1,
@@ -161,41 +111,37 @@ class AugmentStage:
         image_size: int = 32,
         crop_padding: int = 4,
         flip: bool = True,
-        train: bool = True,
         seed: int = 0,
-        image_column: str = "image",
-        label_column: str = "label",
-        clock_name: str | None = None,
+        batch_rows: int = 256,
         threads: int = 1,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"augment mode {mode!r} not allowed; allowed: {', '.join(MODES)}")
         torch.set_num_threads(threads)
         retain_freed_memory()  # the same large buffers every batch (workers.memory)
+        self.reader = None if source is None else PieceReader(source, seed)
         self.mode = mode
         self.augmix = AugMix(width, depth, severity, alpha, all_ops)
         self.image_size = int(image_size)
         self.crop_padding = int(crop_padding)
         self.flip = bool(flip)
-        self.train = bool(train)
         self.seed = int(seed)
-        self.image_column = image_column
-        self.label_column = label_column
-        self.clock = find_clock(clock_name)
+        self.batch_rows = int(batch_rows)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for column in (self.image_column, self.label_column):
-            if column not in batch:
-                raise ValueError(f"augment stage: column {column!r} missing; columns are {sorted(batch)}")
-        raw_images, labels = batch[self.image_column], np.asarray(batch[self.label_column]).astype(np.int64)
-        images = decode_batch(raw_images, self.image_size, source=f"{self.image_column} column")
-        out: dict[str, np.ndarray] = {"label": labels}
-        if not self.train:
-            out["clean"] = images.numpy()
-            return out
-        epoch = 0 if self.clock is None else int(ray_get(self.clock.get.remote()))
-        generator = torch.Generator().manual_seed(batch_seed(self.seed, epoch, raw_images, labels))
+    def __call__(self, pieces: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        for epoch, fragment, start, stop in zip(*(pieces[name].tolist() for name in PIECE_COLUMNS)):
+            images, labels, rows = self.reader.read(epoch, fragment, start, stop)
+            for offset in range(0, len(rows), self.batch_rows):
+                part = slice(offset, offset + self.batch_rows)
+                generator = torch.Generator().manual_seed(piece_seed(self.seed, epoch, fragment, start + offset))
+                out = self.views(images[part], labels[part], generator)
+                yield out | {"epoch": np.full(len(out["label"]), epoch, dtype=np.int64), "row": rows[part]}
+
+    def views(self, raw_images: np.ndarray, labels: np.ndarray, generator: torch.Generator) -> dict[str, np.ndarray]:
+        """Decode, crop + flip, then the mode's views of one batch of rows."""
+        images = decode_batch(raw_images, self.image_size, source="training rows")
         images = random_crop_flip(images, self.crop_padding, self.flip, generator)
+        out: dict[str, np.ndarray] = {"label": np.asarray(labels).astype(np.int64)}
         if self.mode == "clean":
             out["clean"] = images.numpy()
         elif self.mode == "single":

@@ -4,23 +4,26 @@ One forward pass per step on the concatenated views (so BatchNorm sees clean and
 together, as in the reference), SGD Nesterov with lr 0.1 per 128 images of global batch and a cosine
 schedule stepped per optimiser step. Each epoch reports (on every worker: `ray.train.report` is a
 barrier) the metrics a Tune trial also reads: epoch, train_loss, train_ce, train_jsd, val_error,
-samples_per_s, data_wait_fraction. Rank 0 writes the checkpoint; a restarted or resumed run continues
-after the last finished epoch with the same schedule, RNG and history.
+samples_per_s, data_wait_fraction. Rank 0 writes the checkpoint (every rank's RNG state in it); a
+restarted or resumed run continues after the last finished epoch with the same schedule, RNG,
+history and data.
 
-`loop_config` is `Config.to_dict()` plus a "runtime" entry filled by the driver (num_classes, sizes,
-the epoch clock's name, an optional fault injection used by the tests).
+The shape follows Ray's own Train examples: restore the state, then per epoch train, validate,
+reduce the metrics across workers, checkpoint and report. The training data is one stream per
+trainer for all remaining epochs (workers.training_data), built after the restore.
+
+`loop_config` is {"config": the validated Config, "runtime": LoopRuntime} from the driver.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import random
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -30,6 +33,8 @@ from torch import nn
 from augmix.loss import augmix_loss
 from augmix.mix import AugMix
 from augmix.models import build_model
+from workers.augment import AugmentStage
+from workers.training_data import TrainingStream, epoch_batches, training_dataset
 from workers.validation import corrupted_scores
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -46,18 +51,13 @@ def cosine_factor(step: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
 
 
-def build_optimizer(model: nn.Module, train: dict[str, Any], global_batch: int, total_steps: int):
-    optimizer = torch.optim.SGD(model.parameters(), lr=scaled_lr(train["lr"], global_batch),
-                                momentum=train["momentum"], nesterov=train["nesterov"] and train["momentum"] > 0,
-                                weight_decay=train["weight_decay"])
+def build_optimizer(model: nn.Module, train, global_batch: int, total_steps: int):
+    """SGD (Nesterov) + per-step cosine; `train` is the config's TrainConfig."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=scaled_lr(train.lr, global_batch),
+                                momentum=train.momentum, nesterov=train.nesterov and train.momentum > 0,
+                                weight_decay=train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_factor(step, total_steps))
     return optimizer, scheduler
-
-
-def steps_per_epoch(train_size: int, num_workers: int, batch_size: int, max_steps: int) -> int:
-    """Full batches each worker sees per epoch (its shard is train_size / workers rows, last batch dropped)."""
-    steps = max(1, (train_size // max(num_workers, 1)) // batch_size)
-    return min(steps, max_steps) if max_steps > 0 else steps
 
 
 def training_inputs(batch: dict[str, torch.Tensor], device: torch.device, augmix: AugMix | None,
@@ -155,172 +155,270 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank, 0xA11]).generate_state(1)[0])
 
 
-def maybe_inject_failure(fault: dict[str, Any] | None, epoch: int, rank: int) -> None:
-    """Test hook, "kill": end this worker process once, after the training steps of `epoch` on `rank`,
-    before that epoch's report (marker file = once). Not at the epoch's start: a worker that dies right
-    after a report can race the controller collecting it, and the test wants a known last checkpoint."""
-    if not fault or fault["action"] != "kill" or fault["epoch"] != epoch or fault["rank"] != rank:
-        return
-    marker = Path(fault["path"])
-    if marker.exists():
-        return
-    marker.write_text(f"killed rank {rank} at the end of epoch {epoch}\n")
-    os._exit(1)
+Hook = Callable[[str, int, int], None]  # (event, epoch, rank): "epoch_trained", "checkpoint_saved"
 
 
-def maybe_hold_before_report(fault: dict[str, Any] | None, epoch: int, rank: int) -> None:
-    """Test hook, "hold": once, with `epoch`'s checkpoint written locally and about to be reported,
-    write this process's pid to `<path>/holding` and wait for `<path>/release`. A test takes the
-    storage down in between, so the upload of exactly this checkpoint meets the outage (timing it
-    from outside is a race)."""
-    if not fault or fault["action"] != "hold" or fault["epoch"] != epoch or fault["rank"] != rank:
-        return
-    folder = Path(fault["path"])
-    if (folder / "holding").exists():
-        return
-    (folder / "holding").write_text(f"{os.getpid()}\n")
-    deadline = time.monotonic() + 600
-    while not (folder / "release").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+@dataclass
+class LoopRuntime:
+    """What the workers learn from the driver besides the config."""
+
+    stream: TrainingStream
+    stage_kwargs: dict[str, Any]
+    num_classes: int
+    classes: list[str]
+    validation_size: int
+    local_mode: bool = False  # the loop runs in the driver (num_workers=0)
+    hooks: tuple[Hook, ...] = ()  # called at named points of the loop (the tests inject faults here)
+
+    def fire(self, event: str, epoch: int, rank: int) -> None:
+        for hook in self.hooks:
+            hook(event, epoch, rank)
+
+
+@dataclass
+class TrainingState:
+    """Everything a checkpoint holds for one worker: model, optimiser, schedule, scaler, progress."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    epoch: int = 0  # the last finished epoch
+    history: list[dict[str, Any]] = field(default_factory=list)
+    attempt: int = 0
+
+
+@dataclass
+class Worker:
+    """Where this loop runs: rank, world size, device and its precision settings."""
+
+    rank: int
+    world: int
+    device: torch.device
+    amp: bool
+    channels_last: bool
+
+
+def build_state(config, runtime: LoopRuntime, worker: Worker) -> TrainingState:
+    import ray.train.torch
+
+    model = build_model(config.model.name, runtime.num_classes, **config.model.options)
+    if worker.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)
+    steps = runtime.stream.rows_per_epoch // config.train.batch_size
+    optimizer, scheduler = build_optimizer(model, config.train, config.train.batch_size * worker.world,
+                                           steps * config.train.epochs)
+    return TrainingState(model, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=worker.amp))
+
+
+def restore_state(state: TrainingState, checkpoint_state: dict[str, Any], worker: Worker) -> None:
+    """Continue after the checkpoint's epoch; this rank takes its own RNG state back."""
+    unwrap(state.model).load_state_dict(checkpoint_state["model"])
+    state.optimizer.load_state_dict(checkpoint_state["optimizer"])
+    # the LambdaLR keeps its step count; its factor already uses this run's total_steps, so a
+    # resumed run with more epochs continues on the longer cosine
+    state.scheduler.load_state_dict(checkpoint_state["scheduler"])
+    state.scaler.load_state_dict(checkpoint_state["scaler"])
+    states = checkpoint_state["rng"]
+    if isinstance(states, dict):  # checkpoints written before every rank's state was kept
+        states = [states]
+    if worker.rank < len(states):
+        restore_rng(states[worker.rank])
+    state.epoch, state.history = checkpoint_state["epoch"], checkpoint_state["history"]
+    state.attempt = checkpoint_state["starts"] + 1
+
+
+def training_batches(config, runtime: LoopRuntime, worker: Worker, first_epoch: int) -> Iterator[dict]:
+    """This trainer's batches for epochs first_epoch..train.epochs: one Ray Data execution."""
+    scaling = config.scaling
+    actors = max(1, -(-scaling.data_actors // worker.world))  # the run's actors, shared out per trainer
+    dataset = training_dataset(runtime.stream, worker.rank, first_epoch, config.train.epochs, AugmentStage,
+                               runtime.stage_kwargs, actors, scaling.cpus_per_data_actor, scaling.data_resources)
+    return iter(dataset.iter_torch_batches(batch_size=config.train.batch_size, drop_last=True, prefetch_batches=2))
+
+
+def trainer_augmix(config) -> AugMix | None:
+    """AugMix on the trainer's device (placement "trainer"), else None."""
+    augmix = config.augmix
+    if not (augmix.enabled and augmix.placement == "trainer"):
+        return None
+    return AugMix(augmix.width, augmix.depth, augmix.severity, augmix.alpha, augmix.all_ops)
+
+
+def train_epoch(state: TrainingState, batches: Iterator[dict], epoch: int, steps: int, config,
+                worker: Worker, augmix: AugMix | None) -> dict[str, float]:
+    """`steps` optimisation steps on this epoch's batches; sums and times for the epoch's metrics."""
+    generator = None
+    if augmix is not None:
+        generator = torch.Generator(device=worker.device).manual_seed(epoch_seed(config.train.seed, epoch, worker.rank))
+    lam = float(config.augmix.lam)
+    state.model.train()
+    # loss, ce, jsd summed on the device: reading them every step would make the host wait for
+    # the GPU at each step instead of queueing the next one while it computes
+    step_sums = torch.zeros(3, device=worker.device)
+    wait, first_wait, done = 0.0, 0.0, 0
+    start = tick = time.perf_counter()
+    for batch in epoch_batches(batches, epoch, steps):
+        wait += time.perf_counter() - tick
+        first_wait = wait if done == 0 else first_wait
+        inputs, views = training_inputs(batch, worker.device, augmix, generator, worker.channels_last)
+        targets = batch["label"].to(worker.device, non_blocking=True)
+        step_sums += optimisation_step(state.model, state.optimizer, state.scheduler, state.scaler, inputs, targets,
+                                       views, lam, worker.amp)
+        done += 1
+        tick = time.perf_counter()
+    loss, ce, jsd = step_sums.tolist()  # waits for the epoch's last step
+    return {"loss": loss, "ce": ce, "jsd": jsd, "steps": done, "samples": done * config.train.batch_size,
+            "wait": wait, "first_wait": first_wait, "time": time.perf_counter() - start}
+
+
+def validate_epoch(state: TrainingState, shard, config, worker: Worker) -> dict[str, float]:
+    """Wrong / total on the validation shard (and under the validation corruptions when asked)."""
+    if shard is None:
+        return {"wrong": 0, "total": 0, "wrong_corrupted": 0, "nll_corrupted": 0.0}
+    wrong, total, wrong_corrupted, nll_corrupted = validation_counts(
+        state.model, shard.iter_torch_batches(batch_size=500), worker.device, worker.amp,
+        corrupted=config.train.validate_corrupted, preset=config.eval.preset)
+    return {"wrong": wrong, "total": total, "wrong_corrupted": wrong_corrupted, "nll_corrupted": nll_corrupted}
+
+
+def reduce_sums(sums: dict[str, float], device: torch.device) -> dict[str, float]:
+    """The same dict, each value summed over the train workers."""
+    keys = sorted(sums)
+    return dict(zip(keys, all_reduce_sums([float(sums[key]) for key in keys], device)))
+
+
+def epoch_metrics(epoch: int, totals: dict[str, float], config, worker: Worker, state: TrainingState) -> dict[str, Any]:
+    """The reported metrics of one epoch from the sums over all workers."""
+    steps, total, world = max(totals["steps"], 1), totals["total"], worker.world
+    metrics = {
+        "epoch": epoch,
+        "train_loss": totals["loss"] / steps,
+        "train_ce": totals["ce"] / steps,
+        "train_jsd": totals["jsd"] / steps,
+        "val_error": totals["wrong"] / total if total else float("nan"),
+        "samples_per_s": totals["samples"] / max(totals["time"] / world, 1e-9),
+        # everything the trainer waited for inside the epoch, its first batch included
+        "data_wait_fraction": totals["wait"] / max(totals["time"], 1e-9),
+        # the same without the wait for the epoch's first batch, i.e. whether the AugMix CPUs keep up
+        "steady_data_wait_fraction": (totals["wait"] - totals["first_wait"])
+        / max(totals["time"] - totals["first_wait"], 1e-9),
+        "first_batch_wait_s": totals["first_wait"] / world,
+        "steps": int(totals["steps"] / world),
+        "lr": float(state.scheduler.get_last_lr()[0]),
+        "attempt": state.attempt,
+    }
+    if config.train.validate_corrupted:
+        metrics["val_corrupted_error"] = totals["wrong_corrupted"] / total if total else float("nan")
+        metrics["val_corrupted_nll"] = totals["nll_corrupted"] / total if total else float("nan")
+    return metrics
+
+
+def print_epoch(metrics: dict[str, Any], epochs: int) -> None:
+    print(f"epoch {metrics['epoch']}/{epochs}  steps {metrics['steps']}  loss {metrics['train_loss']:.4f} "
+          f"(ce {metrics['train_ce']:.4f}, jsd {metrics['train_jsd']:.4f})  "
+          f"val error {metrics['val_error']:.4f}  {metrics['samples_per_s']:.1f} samples/s  "
+          f"data wait {metrics['data_wait_fraction']:.1%} "
+          f"({metrics['first_batch_wait_s']:.2f} s to the first batch, then "
+          f"{metrics['steady_data_wait_fraction']:.1%})", flush=True)
+
+
+def gathered_rng_states(worker: Worker) -> list[dict[str, Any]]:
+    """Every rank's RNG state, in rank order (on every rank; rank 0 saves them)."""
+    state = rng_state()
+    if worker.world <= 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [state]
+    states: list[Any] = [None] * worker.world
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def checkpoint_contents(state: TrainingState, config, runtime: LoopRuntime, rng_states: list) -> dict[str, Any]:
+    return {
+        "model": unwrap(state.model).state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(),
+        "epoch": state.epoch,
+        "starts": state.attempt,
+        "rng": rng_states,
+        "history": state.history,
+        "config": config.to_dict(),
+        "num_classes": runtime.num_classes,
+        "classes": runtime.classes,
+    }
+
+
+class CheckpointReporter:
+    """Writes rank 0's checkpoint and reports every rank's metrics (a barrier) each epoch.
+
+    Local mode (num_workers=0) does not persist checkpoints: the newest directory stays alive until
+    the next one replaces it, so the driver can read it after fit."""
+
+    def __init__(self, local_mode: bool) -> None:
+        self.local_mode = local_mode
+        self.previous: str | None = None
+
+    def __call__(self, metrics: dict[str, Any], contents: dict[str, Any] | None, runtime: LoopRuntime,
+                 worker: Worker) -> None:
+        import ray.train
+
+        directory = tempfile.mkdtemp(prefix="augmix-ckpt-")
+        try:
+            checkpoint = None
+            if contents is not None:
+                torch.save(contents, Path(directory) / CHECKPOINT_FILE)
+                checkpoint = ray.train.Checkpoint.from_directory(directory)
+            runtime.fire("checkpoint_saved", metrics["epoch"], worker.rank)
+            ray.train.report(metrics, checkpoint=checkpoint)
+        finally:
+            if not self.local_mode:
+                shutil.rmtree(directory, ignore_errors=True)
+        if self.previous:
+            shutil.rmtree(self.previous, ignore_errors=True)
+        self.previous = directory if self.local_mode else None
+
+
+def current_worker(config) -> Worker:
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    device = ray.train.torch.get_device()
+    cuda = device.type == "cuda"
+    return Worker(context.get_world_rank(), max(context.get_world_size(), 1), device,
+                  amp=config.train.amp and cuda, channels_last=config.train.channels_last and cuda)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's per-worker entry point (also runs in the driver when num_workers=0)."""
     import ray.train
-    import ray.train.torch
 
-    from workers.augment import epoch_clock
-
-    train, augmix_cfg, runtime = loop_config["train"], loop_config["augmix"], loop_config["runtime"]
-    torch.set_num_threads(train["threads_per_worker"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
-    amp = bool(train["amp"]) and device.type == "cuda"
-    channels_last = bool(train.get("channels_last")) and device.type == "cuda"
-    torch.manual_seed(train["seed"] + rank)
-
-    model = build_model(loop_config["model"]["name"], runtime["num_classes"], **loop_config["model"].get("options", {}))
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = ray.train.torch.prepare_model(model)
-    global_batch = train["batch_size"] * max(world, 1)
-    per_epoch = steps_per_epoch(runtime["train_size"], world, train["batch_size"], train["max_steps_per_epoch"])
-    total_steps = per_epoch * train["epochs"]
-    optimizer, scheduler = build_optimizer(model, train, global_batch, total_steps)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-
-    start_epoch, history, starts = 0, [], 0
+    config, runtime = loop_config["config"], loop_config["runtime"]
+    torch.set_num_threads(config.train.threads_per_worker)
+    worker = current_worker(config)
+    torch.manual_seed(config.train.seed + worker.rank)
+    state = build_state(config, runtime, worker)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = load_checkpoint_file(directory)
-        unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        restore_rng(state["rng"])
-        # the LambdaLR keeps its step count; its factor already uses this run's total_steps, so a
-        # resumed run with more epochs continues on the longer cosine
-        start_epoch, history, starts = state["epoch"], state["history"], state["starts"] + 1
-
-    trainer_augmix = None
-    if augmix_cfg["enabled"] and augmix_cfg["placement"] == "trainer":
-        trainer_augmix = AugMix(augmix_cfg["width"], augmix_cfg["depth"], augmix_cfg["severity"],
-                                augmix_cfg["alpha"], augmix_cfg["all_ops"])
-    clock = epoch_clock(runtime["clock_name"]) if runtime.get("clock_name") else None
-    train_shard = ray.train.get_dataset_shard("train")
-    validation_shard = ray.train.get_dataset_shard("validation") if runtime["validation_size"] else None
-    lam = float(augmix_cfg["lam"])
-    previous_local_dir = None
-
-    for epoch in range(start_epoch + 1, train["epochs"] + 1):
-        if clock is not None:
-            ray.get(clock.set.remote(epoch))
-        seed = epoch_seed(train["seed"], epoch, rank)
-        generator = torch.Generator(device=device).manual_seed(seed) if trainer_augmix else None
-        batches = train_shard.iter_torch_batches(
-            batch_size=train["batch_size"], drop_last=True, prefetch_batches=2,
-            local_shuffle_buffer_size=runtime.get("shuffle_buffer") or None,
-            local_shuffle_seed=seed if runtime.get("shuffle_buffer") else None,
-        )
-        model.train()
-        # loss, ce, jsd summed on the device: reading them every step would make the host wait for
-        # the GPU at each step instead of queueing the next one while it computes
-        step_sums = torch.zeros(3, device=device)
-        wait, first_wait = 0.0, None  # first_wait: Ray Data starts this epoch's AugMix actor pool
-        epoch_start = tick = time.perf_counter()
-        steps = 0
-        for batch in batches:
-            wait += time.perf_counter() - tick
-            first_wait = wait if first_wait is None else first_wait
-            inputs, views = training_inputs(batch, device, trainer_augmix, generator, channels_last)
-            targets = batch["label"].to(device, non_blocking=True)
-            step_sums += optimisation_step(model, optimizer, scheduler, scaler, inputs, targets, views, lam, amp)
-            steps += 1
-            if steps >= per_epoch:
-                break
-            tick = time.perf_counter()
-        sums = [*step_sums.tolist(), float(steps)]  # waits for the epoch's last step
-        elapsed = time.perf_counter() - epoch_start
-        maybe_inject_failure(runtime.get("fault"), epoch, rank)
-        score_corrupted = bool(train.get("validate_corrupted"))
-        wrong, total, wrong_corrupted, nll_corrupted = (0, 0, 0, 0.0) if validation_shard is None else validation_counts(
-            model, validation_shard.iter_torch_batches(batch_size=500), device, amp,
-            corrupted=score_corrupted, preset=loop_config["eval"]["preset"])
-        (loss_sum, ce_sum, jsd_sum, step_count, wrong, total, wrong_corrupted, nll_corrupted, samples, wait_sum,
-         time_sum, first_wait_sum) = all_reduce_sums([*sums, wrong, total, wrong_corrupted, nll_corrupted,
-                                                      steps * train["batch_size"], wait, elapsed, first_wait or 0.0],
-                                                     device)
-        metrics = {
-            "epoch": epoch,
-            "train_loss": float(loss_sum / max(step_count, 1)),
-            "train_ce": float(ce_sum / max(step_count, 1)),
-            "train_jsd": float(jsd_sum / max(step_count, 1)),
-            "val_error": float(wrong / total) if total else float("nan"),
-            **({"val_corrupted_error": float(wrong_corrupted / total) if total else float("nan"),
-                "val_corrupted_nll": float(nll_corrupted / total) if total else float("nan")}
-               if score_corrupted else {}),
-            "samples_per_s": float(samples / max(time_sum / max(world, 1), 1e-9)),
-            "data_wait_fraction": float(wait_sum / max(time_sum, 1e-9)),
-            # the same without the wait for the epoch's first batch (the actor pool starting: Ray
-            # Data restarts map actors every epoch), i.e. whether the AugMix CPUs keep up
-            "steady_data_wait_fraction": float((wait_sum - first_wait_sum) / max(time_sum - first_wait_sum, 1e-9)),
-            "first_batch_wait_s": float(first_wait_sum / max(world, 1)),
-            "steps": steps,
-            "lr": float(scheduler.get_last_lr()[0]),
-            "attempt": starts,
-        }
-        history.append(metrics)
-        if rank == 0:
-            print(f"epoch {epoch}/{train['epochs']}  steps {steps}  loss {metrics['train_loss']:.4f} "
-                  f"(ce {metrics['train_ce']:.4f}, jsd {metrics['train_jsd']:.4f})  "
-                  f"val error {metrics['val_error']:.4f}  {metrics['samples_per_s']:.1f} samples/s  "
-                  f"data wait {metrics['data_wait_fraction']:.1%} "
-                  f"({metrics['first_batch_wait_s']:.1f} s to the first batch, then "
-                  f"{metrics['steady_data_wait_fraction']:.1%})", flush=True)
-        # local mode (num_workers=0) does not persist checkpoints: keep the newest directory alive
-        keep = runtime.get("local_mode", False)
-        with (contextlib.nullcontext(tempfile.mkdtemp(prefix="augmix-ckpt-")) if keep
-              else tempfile.TemporaryDirectory()) as directory:
-            report_checkpoint = None
-            if rank == 0:
-                torch.save({
-                    "model": unwrap(model).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "epoch": epoch,
-                    "starts": starts,
-                    "rng": rng_state(),
-                    "history": history,
-                    "config": {key: value for key, value in loop_config.items() if key != "runtime"},
-                    "num_classes": runtime["num_classes"],
-                    "classes": runtime.get("classes"),
-                }, Path(directory) / CHECKPOINT_FILE)
-                report_checkpoint = ray.train.Checkpoint.from_directory(directory)
-            maybe_hold_before_report(runtime.get("fault"), epoch, rank)
-            ray.train.report(metrics, checkpoint=report_checkpoint)
-        if keep and previous_local_dir:
-            shutil.rmtree(previous_local_dir, ignore_errors=True)
-        previous_local_dir = directory if keep else None
+            restore_state(state, load_checkpoint_file(directory), worker)
+    if state.epoch >= config.train.epochs:
+        return
+    steps = runtime.stream.rows_per_epoch // config.train.batch_size
+    batches = training_batches(config, runtime, worker, state.epoch + 1)
+    validation = ray.train.get_dataset_shard("validation") if runtime.validation_size else None
+    augmix, report = trainer_augmix(config), CheckpointReporter(runtime.local_mode)
+    for epoch in range(state.epoch + 1, config.train.epochs + 1):
+        sums = train_epoch(state, batches, epoch, steps, config, worker, augmix)
+        runtime.fire("epoch_trained", epoch, worker.rank)
+        totals = reduce_sums(sums | validate_epoch(state, validation, config, worker), worker.device)
+        metrics = epoch_metrics(epoch, totals, config, worker, state)
+        state.epoch = epoch
+        state.history.append(metrics)
+        rng_states = gathered_rng_states(worker)
+        if worker.rank == 0:
+            print_epoch(metrics, config.train.epochs)
+        report(metrics, checkpoint_contents(state, config, runtime, rng_states) if worker.rank == 0 else None,
+               runtime, worker)

@@ -1,0 +1,193 @@
+"""What one trainer reads: every remaining epoch of its rows as one Ray Data stream.
+
+Ray Data runs a pipeline once per iteration: a Dataset iterated again for the next epoch starts its
+map actors (and a split coordinator) again, and the trainer idles until the first batch comes back.
+Here each trainer builds, after it has restored its checkpoint, one Dataset that covers epochs
+`first..last`, so its AugMix actors start once per run and keep working through epoch boundaries,
+validation and checkpoints (Ray Data's backpressure bounds how far ahead they run).
+
+The stream's rows are *pieces*: (epoch, fragment, start, stop) ranges of rows, a few hundred to a
+few thousand each. The AugMix actors turn a piece into its views. Which rows a piece holds is a pure
+function of (seed, epoch, rank), so:
+- every epoch is a fresh permutation of the rows, and each row comes once per epoch (across ranks);
+- every rank gets exactly `rows_per_epoch` rows per epoch (a multiple of the batch size), so all
+  trainers take the same number of steps and no batch straddles two epochs;
+- a run resumed at epoch e reads the same epoch e+1 as an uninterrupted run;
+- augmentation randomness is seeded by the piece, not by which actor runs it or when.
+The epoch and the global row index travel with every row (columns `epoch`, `row`).
+
+Two sources: rows that fit the driver (synthetic, CIFAR, smaller Parquet) sit in the object store
+once and pieces are positions in an epoch's permutation of them; large Parquet sources stay in
+storage and pieces are slices of row groups, visited in a new order each epoch and shuffled within
+the row group.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+PIECE_COLUMNS = ("epoch", "fragment", "start", "stop")
+TAG_COLUMNS = ("epoch", "row")  # travel with every view row to the trainer
+
+
+@functools.lru_cache(maxsize=4)
+def permutation(size: int, seed: int, epoch: int, fragment: int = -1) -> np.ndarray:
+    """The order of `size` rows in `epoch` (of one row group when `fragment` >= 0): the same in every
+    process that asks, so no process has to send it to another."""
+    key = [int(seed) & 0xFFFFFFFF, int(epoch), int(fragment) + 1, 0xE90C]
+    return np.random.default_rng(np.random.SeedSequence(key)).permutation(size)
+
+
+def piece_seed(seed: int, epoch: int, fragment: int, start: int) -> int:
+    """A 63-bit seed for the augmentation of the rows of one piece (one generator per output batch)."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(fragment) + 1, int(start), 0xA06])
+    return int(state.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """Rows held in Ray's object store: `rows` is an ObjectRef to {"image", "label"} numpy arrays
+    (uint8 [N,H,W,3] or an object array of encoded bytes)."""
+
+    rows: Any
+    size: int
+    source: str
+
+
+@dataclass(frozen=True)
+class ParquetFragment:
+    """One row group of one Parquet file; `offset` is the global index of its first row."""
+
+    path: str
+    row_group: int
+    rows: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class ParquetRows:
+    """Rows that stay in storage, read a row group at a time by the actors."""
+
+    fragments: tuple[ParquetFragment, ...]
+    filesystem: Any  # pyarrow FileSystem (picklable)
+    image_column: str
+    label_column: str
+
+    @property
+    def size(self) -> int:
+        return sum(fragment.rows for fragment in self.fragments)
+
+
+@dataclass(frozen=True)
+class TrainingStream:
+    """How one run's training rows are dealt out: to `world` trainers, `rows_per_epoch` each."""
+
+    source: TableRows | ParquetRows
+    seed: int
+    world: int
+    rows_per_epoch: int  # per trainer, a multiple of the batch size
+    piece_rows: int  # rows per piece of an in-memory source (the actors' batch size)
+
+    def pieces(self, rank: int, first_epoch: int, last_epoch: int) -> pa.Table:
+        """Every piece of `rank` for epochs first..last, in the order the trainer consumes them."""
+        if not 0 <= rank < self.world:
+            raise ValueError(f"rank {rank} outside 0..{self.world - 1}")
+        rows = [piece for epoch in range(first_epoch, last_epoch + 1) for piece in self._epoch_pieces(rank, epoch)]
+        columns = np.asarray(rows, dtype=np.int64).reshape(-1, len(PIECE_COLUMNS))
+        return pa.table({name: columns[:, i] for i, name in enumerate(PIECE_COLUMNS)})
+
+    def _epoch_pieces(self, rank: int, epoch: int) -> list[tuple[int, int, int, int]]:
+        begin, end = rank * self.rows_per_epoch, (rank + 1) * self.rows_per_epoch
+        if isinstance(self.source, TableRows):  # positions in the epoch's permutation of all rows
+            return [(epoch, -1, start, min(start + self.piece_rows, end)) for start in range(begin, end, self.piece_rows)]
+        sizes = np.array([fragment.rows for fragment in self.source.fragments], dtype=np.int64)
+        order = permutation(len(sizes), self.seed, epoch)  # row groups in a new order each epoch
+        stops = np.cumsum(sizes[order])
+        pieces, start = [], 0
+        for fragment, stop in zip(order.tolist(), stops.tolist()):
+            low, high = max(begin, start), min(end, stop)
+            if low < high:  # the part of this row group that falls in the rank's range
+                pieces.append((epoch, fragment, low - start, high - start))
+            start = stop
+        return pieces
+
+
+def rows_per_trainer(size: int, world: int, batch_size: int, max_steps: int = 0) -> int:
+    """Rows each trainer takes per epoch: whole batches of its share, capped by max_steps batches."""
+    steps = (size // max(world, 1)) // batch_size
+    if steps < 1:
+        raise ValueError(f"{size} training rows cannot fill one batch of {batch_size} on each of {world} trainer(s); "
+                         "use more rows, a smaller train.batch_size or fewer scaling.num_workers")
+    return batch_size * (min(steps, max_steps) if max_steps > 0 else steps)
+
+
+class PieceReader:
+    """Reads the rows of a piece: (raw images, labels, global row indices), in the piece's order."""
+
+    def __init__(self, source: TableRows | ParquetRows, seed: int) -> None:
+        self.source, self.seed = source, int(seed)
+        self._table: dict[str, np.ndarray] | None = None
+
+    def read(self, epoch: int, fragment: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if isinstance(self.source, TableRows):
+            rows = permutation(self.source.size, self.seed, epoch)[start:stop]
+            table = self._rows()
+            return table["image"][rows], table["label"][rows], rows.astype(np.int64)
+        return self._read_fragment(epoch, fragment, start, stop)
+
+    def _rows(self) -> dict[str, np.ndarray]:
+        if self._table is None:
+            import ray
+
+            self._table = ray.get(self.source.rows)
+        return self._table
+
+    def _read_fragment(self, epoch: int, index: int, start: int, stop: int):
+        import pyarrow.parquet as pq
+
+        source = self.source
+        fragment = source.fragments[index]
+        with source.filesystem.open_input_file(fragment.path) as handle:
+            group = pq.ParquetFile(handle).read_row_group(fragment.row_group,
+                                                          columns=[source.image_column, source.label_column])
+        # shuffled within the row group, the same way for every piece of it in this epoch
+        local = permutation(fragment.rows, self.seed, epoch, index)[start:stop]
+        images = group.column(source.image_column).take(pa.array(local)).to_numpy(zero_copy_only=False)
+        labels = group.column(source.label_column).take(pa.array(local)).to_numpy().astype(np.int64)
+        return images, labels, fragment.offset + local.astype(np.int64)
+
+
+def training_dataset(stream: TrainingStream, rank: int, first_epoch: int, last_epoch: int, stage: type,
+                     stage_kwargs: dict[str, Any], actors: int, cpus_per_actor: float,
+                     resources: dict[str, float] | None = None):
+    """The Ray Dataset of views for `rank`, epochs first..last, on its own pool of AugMix actors.
+
+    One block per piece so that the actors share the work piece by piece; order preserved so the
+    trainer's batches follow the plan exactly (same seed → same batches)."""
+    import ray.data
+
+    pieces = stream.pieces(rank, first_epoch, last_epoch)
+    dataset = ray.data.from_arrow([pieces.slice(i, 1) for i in range(pieces.num_rows)])
+    dataset.context.execution_options.preserve_order = True
+    dataset.context.target_max_block_size = 8 * 1024 * 1024  # small blocks: map and trainer overlap
+    options = {"resources": dict(resources)} if resources else {}
+    return dataset.map_batches(stage, fn_constructor_kwargs={"source": stream.source, **stage_kwargs},
+                               compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor,
+                               batch_size=1, **options)
+
+
+def epoch_batches(batches: Iterator[dict], epoch: int, steps: int) -> Iterator[dict]:
+    """The next `steps` batches of a multi-epoch stream, checked to belong to `epoch`."""
+    for step in range(steps):
+        batch = next(batches, None)
+        if batch is None:
+            raise RuntimeError(f"training stream ended in epoch {epoch} after {step} of {steps} steps")
+        tags = batch["epoch"]
+        if int(tags.min()) != epoch or int(tags.max()) != epoch:
+            raise RuntimeError(f"training stream out of step: epoch {epoch} got rows of epochs "
+                               f"{int(tags.min())}..{int(tags.max())}")
+        yield batch
