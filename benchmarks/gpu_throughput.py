@@ -75,7 +75,7 @@ def train_step_rate(model_name: str, images: torch.Tensor, labels: torch.Tensor,
     model = build_model(model_name, 10).to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = build_optimizer(model, TRAIN, batch, total_steps=10**6)
+    optimizer, scheduler = build_optimizer(model, **TRAIN, global_batch=batch, total_steps=10**6)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     augmix = AugMix() if placement == "trainer" else None
     generator = torch.Generator(device=device).manual_seed(0) if augmix else None

@@ -34,7 +34,7 @@ from augmix.loss import augmix_loss
 from augmix.mix import AugMix
 from augmix.models import build_model
 from workers.augment import AugmentStage
-from workers.training_data import TrainingStream, epoch_batches, training_dataset
+from workers.training_data import TrainingStream, epoch_batches, stream_batches, training_dataset
 from workers.validation import corrupted_scores
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -51,11 +51,11 @@ def cosine_factor(step: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
 
 
-def build_optimizer(model: nn.Module, train, global_batch: int, total_steps: int):
-    """SGD (Nesterov) + per-step cosine; `train` is the config's TrainConfig."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=scaled_lr(train.lr, global_batch),
-                                momentum=train.momentum, nesterov=train.nesterov and train.momentum > 0,
-                                weight_decay=train.weight_decay)
+def build_optimizer(model: nn.Module, *, lr: float, momentum: float, nesterov: bool, weight_decay: float,
+                    global_batch: int, total_steps: int):
+    """SGD (Nesterov) with the reference's lr scaled to the global batch, and the per-step cosine."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=scaled_lr(lr, global_batch), momentum=momentum,
+                                nesterov=nesterov and momentum > 0, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_factor(step, total_steps))
     return optimizer, scheduler
 
@@ -207,8 +207,10 @@ def build_state(config, runtime: LoopRuntime, worker: Worker) -> TrainingState:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
     steps = runtime.stream.rows_per_epoch // config.train.batch_size
-    optimizer, scheduler = build_optimizer(model, config.train, config.train.batch_size * worker.world,
-                                           steps * config.train.epochs)
+    train = config.train
+    optimizer, scheduler = build_optimizer(model, lr=train.lr, momentum=train.momentum, nesterov=train.nesterov,
+                                           weight_decay=train.weight_decay, global_batch=train.batch_size * worker.world,
+                                           total_steps=steps * train.epochs)
     return TrainingState(model, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=worker.amp))
 
 
@@ -235,7 +237,7 @@ def training_batches(config, runtime: LoopRuntime, worker: Worker, first_epoch: 
     actors = max(1, -(-scaling.data_actors // worker.world))  # the run's actors, shared out per trainer
     dataset = training_dataset(runtime.stream, worker.rank, first_epoch, config.train.epochs, AugmentStage,
                                runtime.stage_kwargs, actors, scaling.cpus_per_data_actor, scaling.data_resources)
-    return iter(dataset.iter_torch_batches(batch_size=config.train.batch_size, drop_last=True, prefetch_batches=2))
+    return stream_batches(dataset, config.train.batch_size)
 
 
 def trainer_augmix(config) -> AugMix | None:
