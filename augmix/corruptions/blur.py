@@ -118,7 +118,7 @@ def offset_codes(draws: Tensor, max_delta: int) -> Tensor:
     return ((draws[..., 1] + max_delta) * span + draws[..., 0] + max_delta).to(torch.int32)
 
 
-def code_steps(height: int, width: int, max_delta: int, device: torch.device) -> tuple[Tensor, Tensor]:
+def code_steps(width: int, max_delta: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Per offset code: (step in flat pixel position, step back in visit number), int64 [4d^2] each."""
     deltas = torch.arange(-max_delta, max_delta, device=device)
     dy, dx = deltas.repeat_interleave(2 * max_delta), deltas.repeat(2 * max_delta)
@@ -140,7 +140,7 @@ def copy_sources(codes: Tensor, height: int, width: int, max_delta: int) -> Tens
     batch, visits = codes.shape
     device = codes.device
     positions = shuffle_visits(height, width, max_delta, device)
-    pixel_step, visit_step = code_steps(height, width, max_delta, device)
+    pixel_step, visit_step = code_steps(width, max_delta, device)
     flat_codes = codes.reshape(-1)
     sources = pixel_step.index_select(0, flat_codes).reshape(batch, visits).add_(positions).reshape(-1)
     inside = torch.zeros(height * width, dtype=torch.bool, device=device)
