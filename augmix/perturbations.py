@@ -278,11 +278,26 @@ def _zoom_blur(x: Tensor, length: int) -> Tensor:
     """Frame i is the running mean of the clean image and its centre zooms by 1 + 0.004 j, j = 1..i."""
     scales = 1 + _ZOOM_STEP * torch.arange(length, dtype=torch.float64)
     zeros = torch.zeros_like(scales)
-    zoomed = _affine_sequence(x, zeros, scales, zeros).to(torch.float64)  # PIL rounds each zoom
-    zoomed[:, 0] = x.to(torch.float64).mul(255).round()  # scale 1 is the clean frame itself
-    counts = torch.arange(1, length + 1, dtype=torch.float64, device=x.device).reshape(1, -1, 1, 1, 1)
-    running_mean = zoomed.cumsum(dim=1) / counts
-    return (running_mean + 1e-6).floor().clamp(0, 255).to(torch.uint8)  # ToPILImage truncates
+    zoomed = _affine_sequence(x, zeros, scales, zeros)  # PIL rounds each zoom
+    zoomed[:, 0] = _round(x)  # scale 1 is the clean frame itself
+    return _running_mean(zoomed)
+
+
+def _running_mean(frames: Tensor) -> Tensor:
+    """uint8 [B,T,3,H,W] -> frame i = mean of frames 0..i, computed as the reference does.
+
+    ``avg = ToTensor()(z0); avg += ToTensor()(z_i); ToPILImage()(avg / (i + 1))``: float32 sums of
+    x / 255 in frame order, then mul(255).byte(), a truncation. Where the exact mean is a whole
+    level that float32 path lands a hair below it in 1-3% of pixels, which then lose a level, so
+    the sum is replayed step by step in float32 (a float64 mean would keep them).
+    """
+    out = torch.empty_like(frames)
+    out[:, 0] = frames[:, 0]
+    total = frames[:, 0].to(torch.float32).div(255)
+    for index in range(1, frames.shape[1]):
+        total += frames[:, index].to(torch.float32).div(255)
+        out[:, index] = (total / (index + 1)).mul(255).to(torch.uint8)
+    return out
 
 
 _SWEEP_FUNCTIONS = {

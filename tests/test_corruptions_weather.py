@@ -166,7 +166,7 @@ def ref_spatter(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.nd
     layer = gaussian(rng.normal(size=x.shape[:2], loc=mean, scale=std), sigma=sigma)
     layer[layer < threshold] = 0
     if mud == 0:
-        layer8 = (np.clip(layer, 0, 1) * 255).astype(np.uint8)
+        layer8 = (layer * 255).astype(np.uint8)  # the reference's cast: values >= 256 wrap
         m = ref_liquid_strength(layer8)
         m = m / m.max() * strength if m.max() > 0 else m
         color = np.array([175, 238, 238]) / 255.0
@@ -356,10 +356,22 @@ def test_liquid_spatter_pipeline_matches_opencv():
     pytest.importorskip("cv2")
     for preset, severity, size in (("cifar", 3, 32), ("imagenet", 1, 32), ("imagenet", 2, 96)):
         field = weather.spatter_field(6, size, size, severity, preset, seeded(severity), torch.device("cpu"))
-        layer8 = (field.squeeze(1) * 255).floor().clamp(0, 255)
+        layer8 = weather.liquid_bytes(field.squeeze(1))
         ours = weather.liquid_strength(layer8).numpy()
         ref = np.stack([ref_liquid_strength(f.numpy().astype(np.uint8)) for f in layer8])
         assert np.abs(ours - ref).max() == 0
+
+
+def test_liquid_bytes_wrap_like_the_reference_cast():
+    """(liquid_layer * 255).astype(np.uint8) truncates and wraps values of 256/255 and more."""
+    field = np.array([0.0, 0.7, 254.9 / 255, 1.0, 256.5 / 255, 1.2, 1.358])
+    expected = (field * 255).astype(np.uint8)
+    assert expected[4] == 0 and expected[5] == 50  # wrapped, not saturated at 255
+    ours = weather.liquid_bytes(torch.from_numpy(field))
+    assert np.array_equal(ours.numpy().astype(np.uint8), expected)
+    # CIFAR severity 3's field does exceed 1 (about one image in six), so the wrap matters there
+    field = weather.spatter_field(64, 32, 32, 3, "cifar", seeded(3), torch.device("cpu"))
+    assert (field > 256 / 255).any()
 
 
 def test_spatter_coverage_matches_reference(clean, corrupted_cifar):

@@ -226,6 +226,25 @@ def test_brightness_matches_skimage_hsv_shift():
         assert difference.max() <= 1 and difference.mean() < 0.1
 
 
+def test_zoom_blur_running_mean_is_the_reference_float32_accumulation():
+    """avg = ToTensor()(z0); avg += ToTensor()(z_i); ToPILImage()(avg / (i + 1)), bit for bit."""
+    import torchvision.transforms as trn
+    from augmix.perturbations import _running_mean
+
+    frames = torch.randint(0, 256, (2, 31, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ours = _running_mean(frames)
+    for sample in range(2):
+        avg = trn.ToTensor()(frames[sample, 0].permute(1, 2, 0).numpy())
+        assert torch.equal(ours[sample, 0], frames[sample, 0])
+        for i in range(1, 31):
+            avg += trn.ToTensor()(frames[sample, i].permute(1, 2, 0).numpy())
+            reference = np.asarray(trn.ToPILImage()(avg / (i + 1)))
+            assert np.array_equal(ours[sample, i].permute(1, 2, 0).numpy(), reference), i
+    # the float32 truncation matters: an exact float64 mean differs in some pixels
+    exact = (frames.double().cumsum(1) / torch.arange(1, 32).reshape(1, -1, 1, 1, 1) + 1e-6).floor().to(torch.uint8)
+    assert not torch.equal(exact, ours)
+
+
 # --- bad input -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("images, name, kwargs, match", [

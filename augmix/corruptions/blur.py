@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -100,31 +101,96 @@ def trim_zero_border(kernel: Tensor) -> Tensor:
     return kernel[cy - keep:cy + keep + 1, cx - keep:cx + keep + 1].contiguous()
 
 
-@functools.lru_cache(maxsize=32)
-def shuffle_schedule(height: int, width: int, max_delta: int) -> tuple[Tensor, tuple[tuple[int, int], ...]]:
-    """Glass blur's visits as wavefronts: (visit positions in wave order, (start, stop) per wave).
+def shuffle_visits(height: int, width: int, max_delta: int, device: torch.device) -> Tensor:
+    """Flat positions (h*W + w) that glass blur visits, in the reference's order.
 
-    The reference visits (h, w) for h, w from size - d down to d + 1 (row-major) and swaps the
-    pixel with one at offset [-d, d) in each axis, so a visit touches only the square
-    [h - d, h + d) x [w - d, w + d), and two visits can interact only if they are fewer than 2d
-    rows and columns apart. Giving visit (h, w) the time (W - d - w) + 2d (H - d - h) orders every
-    such pair as the reference does and makes the visits of one time pairwise disjoint, so each
-    wave's swaps can run at once with the same result as the sequential loop.
-    Returns positions (flat h*W + w) sorted by wave, reference visit numbers in that order.
+    The reference loops h, then w, from size - d down to d + 1: a (H - 2d) x (W - 2d) rectangle
+    in descending flat position, so visit i of (h, w) is (H - d - h) * (W - 2d) + (W - d - w).
     """
-    rows = torch.arange(height - max_delta, max_delta, -1)
-    cols = torch.arange(width - max_delta, max_delta, -1)
-    grid_rows, grid_cols = torch.meshgrid(rows, cols, indexing="ij")
-    grid_rows, grid_cols = grid_rows.reshape(-1), grid_cols.reshape(-1)
-    wave = (width - max_delta - grid_cols) + 2 * max_delta * (height - max_delta - grid_rows)
-    order = torch.sort(wave, stable=True).indices
-    counts = torch.bincount(wave[order]).tolist() if order.numel() else []
-    bounds, start = [], 0
-    for count in counts:
-        if count:
-            bounds.append((start, start + count))
-            start += count
-    return order, tuple(bounds)
+    rows = torch.arange(height - max_delta, max_delta, -1, device=device)
+    cols = torch.arange(width - max_delta, max_delta, -1, device=device)
+    return (rows.reshape(-1, 1) * width + cols.reshape(1, -1)).reshape(-1)
+
+
+def offset_codes(draws: Tensor, max_delta: int) -> Tensor:
+    """(dx, dy) draws int [..., 2] -> one code per visit, (dy + d) * 2d + (dx + d), int32."""
+    span = 2 * max_delta
+    return ((draws[..., 1] + max_delta) * span + draws[..., 0] + max_delta).to(torch.int32)
+
+
+def code_steps(width: int, max_delta: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Per offset code: (step in flat pixel position, step back in visit number), int64 [4d^2] each."""
+    deltas = torch.arange(-max_delta, max_delta, device=device)
+    dy, dx = deltas.repeat_interleave(2 * max_delta), deltas.repeat(2 * max_delta)
+    return dy * width + dx, dy * (width - 2 * max_delta) + dx
+
+
+def copy_sources(codes: Tensor, height: int, width: int, max_delta: int) -> Tensor:
+    """Flat source position of every visit's pixel after one pass of the reference's "swap".
+
+    codes: int32 [B, visits] (offset_codes), in the reference's visit order; returns int64
+    [B, visits]. ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` on a NumPy array assigns views, so
+    it copies (h', w') into (h, w) and leaves (h', w') as it was. A pixel changes only at its
+    own visit, so visit i takes the original value of its source unless that source was
+    visited earlier (dy > 0, or dy = 0 and dx > 0, inside the rectangle), in which case it
+    takes what that visit took: chains towards earlier visits (none when d = 1). Pointer
+    jumping resolves every chain of the batch at once in log2(longest chain) rounds (4-5 on
+    224x224), each over the links whose target is not yet a chain's root.
+    """
+    batch, visits = codes.shape
+    device = codes.device
+    positions = shuffle_visits(height, width, max_delta, device)
+    pixel_step, visit_step = code_steps(width, max_delta, device)
+    flat_codes = codes.reshape(-1)
+    sources = pixel_step.index_select(0, flat_codes).reshape(batch, visits).add_(positions).reshape(-1)
+    inside = torch.zeros(height * width, dtype=torch.bool, device=device)
+    inside[positions] = True
+    linked = (visit_step > 0).index_select(0, flat_codes) & inside.index_select(0, sources)
+    chained = linked.nonzero().reshape(-1)
+    if chained.numel() == 0:
+        return sources.reshape(batch, visits)
+    targets = chained - visit_step.index_select(0, flat_codes.index_select(0, chained))
+    link = torch.arange(batch * visits, device=device).index_copy_(0, chained, targets)
+    active = chained
+    while True:  # every round doubles the resolved length of each chain
+        unresolved = linked.index_select(0, targets).nonzero().reshape(-1)  # target not a root yet
+        if unresolved.numel() == 0:
+            break
+        active = active.index_select(0, unresolved)
+        targets = link.index_select(0, targets.index_select(0, unresolved))
+        link.index_copy_(0, active, targets)
+    roots = link.index_select(0, chained)  # roots are never rewritten: reading them in place is safe
+    return sources.index_copy_(0, chained, sources.index_select(0, roots)).reshape(batch, visits)
+
+
+def local_shuffle(images: Tensor, max_delta: int, iterations: int, generator: torch.Generator | None) -> Tensor:
+    """Glass blur's local pixel shuffle with the reference's copy semantics (see copy_sources).
+
+    The reference draws (dx, dy) = np.random.randint(-d, d, size=2) per visit; one uniform code
+    of the 4d^2 pairs per visit (offset_codes) is the same distribution at half the draws.
+    """
+    batch, _, height, width = images.shape
+    visits = shuffle_visits(height, width, max_delta, torch.device("cpu")).numel()
+    codes = [randint((batch, visits), 0, 4 * max_delta ** 2, generator, images.device, torch.int32)
+             for _ in range(iterations)]
+    return shuffle_with_codes(images, codes, max_delta)
+
+
+def shuffle_with_codes(images: Tensor, codes: Sequence[Tensor], max_delta: int) -> Tensor:
+    """local_shuffle with given draws: one offset_codes tensor [B, visits] per iteration.
+
+    Each iteration reads the previous one's output, so pixels move once per iteration: one
+    gather of packed pixels into the visited positions.
+    """
+    batch, channels, height, width = images.shape
+    if batch == 0 or not codes or codes[0].shape[1] == 0:
+        return images.clone()
+    positions = shuffle_visits(height, width, max_delta, images.device)
+    pixels = pack_pixels(images)
+    for iteration_codes in codes:
+        sources = copy_sources(iteration_codes.to(images.device), height, width, max_delta)
+        pixels.index_copy_(1, positions, pixels.gather(1, sources))
+    return unpack_pixels(pixels, channels, height, width)
 
 
 def pack_pixels(images: Tensor) -> Tensor:
@@ -147,40 +213,6 @@ def unpack_pixels(pixels: Tensor, channels: int, height: int, width: int) -> Ten
     batch = pixels.shape[0]
     data = pixels.contiguous().view(torch.uint8).reshape(batch, height, width, -1)
     return data[..., :channels].permute(0, 3, 1, 2).contiguous()
-
-
-def local_shuffle(images: Tensor, max_delta: int, iterations: int, generator: torch.Generator | None) -> Tensor:
-    """Glass blur's local pixel shuffle, exactly the reference's sequential swaps, run in wavefronts.
-
-    Each visit (h, w) draws dx, dy uniform in [-d, d) (np.random.randint(-d, d, size=2)) and
-    swaps pixel (h, w) with (h + dy, w + dx); per iteration the draws come as one [B, visits, 2]
-    tensor in the reference's visit order. See shuffle_schedule for why waves are exact.
-    Thousands of waves make the per-wave cost the whole cost, so each wave is one gather and
-    one scatter of packed pixels, on index views split off once per iteration.
-    """
-    batch, channels, height, width = images.shape
-    order, bounds = shuffle_schedule(height, width, max_delta)
-    if not bounds or batch == 0:
-        return images.clone()
-    order = order.to(images.device)
-    rows = torch.arange(height - max_delta, max_delta, -1, device=images.device)
-    cols = torch.arange(width - max_delta, max_delta, -1, device=images.device)
-    positions = (rows.reshape(-1, 1) * width + cols.reshape(1, -1)).reshape(-1)[order]
-    pixels = pack_pixels(images)
-    sizes = [2 * (stop - start) for start, stop in bounds]
-    sources = torch.empty(batch, order.numel(), 2, dtype=torch.int64, device=images.device)
-    destinations = torch.empty_like(sources)
-    sources[..., 0] = positions
-    destinations[..., 1] = positions
-    for _ in range(iterations):
-        draws = randint((batch, order.numel(), 2), -max_delta, max_delta, generator, images.device, torch.int32)
-        offsets = (draws[..., 1] * width).add_(draws[..., 0]).index_select(1, order).add_(positions)
-        sources[..., 1] = offsets
-        destinations[..., 0] = offsets
-        waves = zip(sources.reshape(batch, -1).split(sizes, dim=1), destinations.reshape(batch, -1).split(sizes, dim=1))
-        for source, destination in waves:
-            pixels.scatter_(1, destination, pixels.gather(1, source))
-    return unpack_pixels(pixels, channels, height, width)
 
 
 def defocus_blur(images: Tensor, severity: int, preset: str, generator: torch.Generator | None) -> Tensor:
