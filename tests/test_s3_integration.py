@@ -19,7 +19,8 @@ import torch
 from orchestrator.cli import main as cli_main
 from orchestrator.config import build_config
 from orchestrator.evaluation import evaluate
-from orchestrator.training import FAULT_ENV, build_run_config, train
+from orchestrator.training import build_run_config, train
+from loop_hooks import HoldBeforeReport, by_value
 
 pytestmark = pytest.mark.ray
 
@@ -60,12 +61,13 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def _train_in_background(config) -> tuple[threading.Thread, dict]:
+def _train_in_background(config, hooks=()) -> tuple[threading.Thread, dict]:
     outcome: dict = {}
 
     def fit() -> None:
         try:
-            outcome["result"] = train(config, run_config=build_run_config(config, controller_failure_limit=0))
+            outcome["result"] = train(config, run_config=build_run_config(config, controller_failure_limit=0),
+                                      hooks=hooks)
         except BaseException as error:  # noqa: BLE001 - reported to the test
             outcome["error"] = error
 
@@ -84,16 +86,16 @@ def _wait_for(condition, runner: threading.Thread, outcome: dict, what: str, tim
 
 @pytest.mark.timeout(600)
 def test_s3_checkpoints_survive_an_outage_mid_upload_and_a_longer_rerun_resumes(
-        ray_cluster, s3_service, s3_bucket, tmp_path, monkeypatch):
+        ray_cluster, s3_service, s3_bucket, tmp_path):
     """Epoch 2's checkpoint upload meets a stopped S3 server: that report fails, FailureConfig retries
     the worker group, which resumes from epoch 1's checkpoint in S3 once the server is back. Then a
     longer rerun resumes from S3 and ignores a newer-named, half-written checkpoint folder."""
     uri, run_prefix = f"s3://{s3_bucket}/run", "run/train/s3_run/"
     hold = tmp_path / "hold"
     hold.mkdir()
-    monkeypatch.setenv(FAULT_ENV, f"hold:2:0:{hold}")
+    by_value()
     first_config = _training_config(uri, epochs=2, max_failures=10)
-    runner, outcome = _train_in_background(first_config)
+    runner, outcome = _train_in_background(first_config, hooks=(HoldBeforeReport(2, 0, str(hold)),))
     _wait_for((hold / "holding").exists, runner, outcome, "epoch 2's report", 300)
     assert [_load(s3_bucket, key)["epoch"] for key in _checkpoints(s3_bucket, run_prefix)] == [1]
 
@@ -109,7 +111,6 @@ def test_s3_checkpoints_survive_an_outage_mid_upload_and_a_longer_rerun_resumes(
     assert not runner.is_alive(), "training did not finish after S3 came back"
     assert "error" not in outcome, f"training failed: {outcome.get('error')!r}"
     first = outcome["result"]
-    monkeypatch.delenv(FAULT_ENV)
 
     assert [m["epoch"] for m in first.metrics] == [1, 2]
     assert [m["attempt"] for m in first.metrics] == [0, 1]  # epoch 2 was redone by the retry

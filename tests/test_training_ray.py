@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from orchestrator.config import build_config
-from orchestrator.training import FAULT_ENV, build_run_config, train
+from orchestrator.training import build_run_config, train
+from loop_hooks import KillOnce, by_value
 
 pytestmark = pytest.mark.ray
 
@@ -32,23 +33,23 @@ def _config(tmp_path, **sections):
     return build_config(tree)
 
 
-def _fit(config):
-    return train(config, run_config=build_run_config(config, controller_failure_limit=0))
+def _fit(config, hooks=()):
+    return train(config, run_config=build_run_config(config, controller_failure_limit=0), hooks=hooks)
 
 
 @pytest.mark.timeout(600)
-def test_killed_worker_recovers_from_last_checkpoint(ray_cluster, tmp_path, monkeypatch):
+def test_killed_worker_recovers_from_last_checkpoint(ray_cluster, tmp_path):
     """Two Ray Train workers; rank 1 is killed in epoch 2. (A finished run resumed for more epochs, on
     S3 storage: test_s3_integration.py.)"""
     marker = tmp_path / "killed"
-    monkeypatch.setenv(FAULT_ENV, f"kill:2:1:{marker}")
+    by_value()
     config = _config(tmp_path)
-    first = _fit(config)
+    first = _fit(config, hooks=(KillOnce(2, 1, str(marker)),))
 
     assert marker.exists(), "the fault was never injected"
     # rank 1 died at the end of epoch 2's steps: epoch 1 stays from attempt 0, epoch 2 is redone
     assert [m["epoch"] for m in first.metrics] == [1, 2]
-    assert [m["attempt"] for m in first.metrics] == [0, 1]
+    assert [m["attempt"] for m in first.metrics] == [0, 1], first.metrics
     for metrics in first.metrics:
         assert metrics["steps"] == 3 and metrics["train_jsd"] > 0 and 0 <= metrics["val_error"] <= 1
         assert metrics["samples_per_s"] > 0 and 0 <= metrics["data_wait_fraction"] <= 1
