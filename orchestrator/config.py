@@ -108,9 +108,9 @@ class ScalingSettings(_Section):
     num_workers: int = Field(1, ge=0)  # 0 = run the loop in the driver (tests)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
-    data_actors: int = Field(1, ge=1)
+    data_actors: int = Field(1, ge=1)  # AugMix actors of the run, shared out over the trainers (at least 1 each)
     cpus_per_data_actor: float = Field(1.0, gt=0.0)
-    data_batch_size: int = Field(256, ge=1)  # images per AugMix map_batches call
+    data_batch_size: int = Field(256, ge=1)  # images per AugMix call (an actor reads pieces of 4 such batches)
     trainer_resources: dict[str, float] = Field(default_factory=dict)  # e.g. {"trainer_node": 0.01}
     data_resources: dict[str, float] = Field(default_factory=dict)  # e.g. {"augment_node": 0.01}
 
