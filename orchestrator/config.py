@@ -27,11 +27,13 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where training and test images come from (see augmix.datasets)."""
 
-    name: Literal["synthetic", "cifar10", "cifar100", "parquet"] = "synthetic"
-    path: str | None = None  # folder, Parquet file/dir, or s3:// URI; None = source default
-    test_path: str | None = None  # Parquet only: the test split's file/dir (default: sibling test.parquet)
-    image_column: str = "image"
-    label_column: str = "label"
+    name: Literal["synthetic", "cifar10", "cifar100", "parquet", "folder", "webdataset"] = "synthetic"
+    path: str | None = None  # folder, Parquet file/dir, tar shards (dir or {000..009} pattern), or s3:// URI
+    test_path: str | None = None  # the test split (default: sibling test.parquet; folder/webdataset: sibling val/ or test/)
+    image_column: str = "image"  # parquet
+    label_column: str = "label"  # parquet
+    image_key: str = "jpg;jpeg;png;webp"  # webdataset: the image member's extension (alternatives split by ;)
+    label_key: str = "cls"  # webdataset: the label member's extension (the class index as text)
     limit: int = Field(0, ge=0)  # first N training examples, 0 = all
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 0
@@ -39,13 +41,34 @@ class DataConfig(_Section):
     image_size: int = Field(32, ge=8)
     synthetic_train_size: int = Field(20000, ge=10)
     synthetic_test_size: int = Field(2000, ge=10)
+    # training crop: "pad" = RandomCrop(image_size, padding=crop_padding) (CIFAR), "random_resized" =
+    # RandomResizedCrop(image_size, crop_scale, crop_ratio) (ImageNet: images of any size); then flip
+    train_crop: Literal["pad", "random_resized"] = "pad"
     crop_padding: int = Field(4, ge=0)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # random_resized: area fraction of the crop
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # random_resized: aspect ratio (w/h), log-uniform
     flip: bool = True
+    # validation and test images of other sizes: shorter side resized to `resize` (0 = image_size), then
+    # centre cropped to image_size (ImageNet: resize 256, image_size 224)
+    resize: int = Field(0, ge=0)
 
     @model_validator(mode="after")
-    def _parquet_needs_path(self) -> "DataConfig":
-        if self.name == "parquet" and not self.path:
-            raise ValueError("data.path is required when data.name is 'parquet' (a file, folder or s3:// URI)")
+    def _source_needs_path(self) -> "DataConfig":
+        if self.name in ("parquet", "folder", "webdataset") and not self.path:
+            raise ValueError(f"data.path is required when data.name is {self.name!r} (a local path or s3:// URI)")
+        return self
+
+    @model_validator(mode="after")
+    def _crop_ranges(self) -> "DataConfig":
+        low, high = self.crop_scale
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"data.crop_scale {list(self.crop_scale)} not allowed; need 0 < low <= high <= 1")
+        low, high = self.crop_ratio
+        if not 0.0 < low <= high:
+            raise ValueError(f"data.crop_ratio {list(self.crop_ratio)} not allowed; need 0 < low <= high")
+        if self.resize and self.resize < self.image_size:
+            raise ValueError(f"data.resize {self.resize} is smaller than data.image_size {self.image_size}; "
+                             "allowed: 0 (= image_size) or >= image_size")
         return self
 
 
@@ -131,7 +154,12 @@ class EvalConfig(_Section):
     severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
     preset: Literal["cifar", "imagenet"] = "cifar"
     source: Literal["generate", "materialized"] = "generate"
-    corrupted_path: str | None = None  # a -C folder (<corruption>.npy, labels.npy) when source=materialized
+    corrupted_path: str | None = None  # a -C folder when source=materialized (or where `augmix corrupt` writes)
+    # -C layout: "npy" = CIFAR-10-C (<corruption>.npy, labels.npy), "folder" = ImageNet-C
+    # (<corruption>/<severity>/<class>/<image>.JPEG); "auto" reads whichever is there and writes
+    # folder for folder/webdataset sources, npy otherwise
+    corrupted_layout: Literal["auto", "npy", "folder"] = "auto"
+    corrupted_jpeg_quality: int = Field(85, ge=1, le=100)  # `augmix corrupt` folder layout: JPEG quality
     batch_size: int = Field(500, ge=1)
     seed: int = 0
     baseline: Literal["none", "alexnet"] = "none"

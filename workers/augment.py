@@ -1,8 +1,11 @@
 """The Ray Data stage that turns pieces of the training rows into the views the trainer consumes.
 
 Runs in a pool of CPU actors (`map_batches(AugmentStage, compute=ActorPoolStrategy(...))`, built by
-workers.training_data): read a piece's rows (from the object store or a Parquet row group), decode
-(if the rows carry encoded bytes), random crop with zero padding + horizontal flip, then AugMix.
+workers.training_data): read a piece's rows (from the object store, a Parquet row group, image files
+or a tar shard), decode (if the rows carry encoded bytes), crop + horizontal flip, then AugMix. The
+crop is CIFAR's random crop of the zero-padded image (`random_crop_flip`) or ImageNet's
+RandomResizedCrop (`random_resized_crop`, for images of any size), both batched with per-sample
+parameters.
 Views leave the actor as uint8 [B,3,H,W]: the inputs are 8-bit images and rounding a convex mix to
 the nearest 1/255 adds at most 0.5/255 of error (far below the augmentation itself), while it cuts
 object-store traffic 4x against float32 and 2x against float16.
@@ -12,6 +15,7 @@ runs a piece, and when, does not change what it produces, and every epoch sees f
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator, Literal
 
 import numpy as np
@@ -56,19 +60,116 @@ def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: 
     return padded[b, c, rows.view(batch, 1, height, 1), cols.view(batch, 1, 1, width)]
 
 
+def resized_crop_params(heights: torch.Tensor, widths: torch.Tensor, scale: tuple[float, float],
+                        ratio: tuple[float, float], generator: torch.Generator, attempts: int = 10):
+    """torchvision's RandomResizedCrop.get_params for a batch, vectorised: per image, up to `attempts`
+    draws of an area fraction ~ U(scale) and an aspect ratio ~ exp(U(log ratio)); the first draw
+    whose (h, w) = round(sqrt(area / ratio)), round(sqrt(area * ratio)) fits the image is taken, at a
+    uniform position; if none fits, the centre crop of the whole image clamped to the ratio range.
+    heights, widths: int64 [B]. Returns int64 (top, left, h, w), each [B]."""
+    batch = len(heights)
+    height, width = heights.double(), widths.double()
+    area = (height * width).unsqueeze(1)
+    fraction = torch.empty(batch, attempts, dtype=torch.float64).uniform_(scale[0], scale[1], generator=generator)
+    log_ratio = torch.empty(batch, attempts, dtype=torch.float64).uniform_(math.log(ratio[0]), math.log(ratio[1]),
+                                                                             generator=generator)
+    aspect = log_ratio.exp()
+    w = torch.sqrt(area * fraction * aspect).round()
+    h = torch.sqrt(area * fraction / aspect).round()
+    fits = (w > 0) & (w <= width.unsqueeze(1)) & (h > 0) & (h <= height.unsqueeze(1))
+    first = fits.to(torch.int8).argmax(dim=1, keepdim=True)  # the first draw that fits
+    found = fits.any(dim=1)
+    h, w = h.gather(1, first).squeeze(1), w.gather(1, first).squeeze(1)
+    # fallback: the whole image, clamped to the ratio range (torchvision's central crop)
+    in_ratio = width / height
+    fallback_w = torch.where(in_ratio > ratio[1], (height * ratio[1]).round(), width)
+    fallback_h = torch.where(in_ratio < ratio[0], (width / ratio[0]).round(), height)
+    h, w = torch.where(found, h, fallback_h), torch.where(found, w, fallback_w)
+    position = torch.rand(batch, 2, dtype=torch.float64, generator=generator)
+    top = torch.where(found, (position[:, 0] * (height - h + 1)).floor(), ((height - h) / 2).floor())
+    left = torch.where(found, (position[:, 1] * (width - w + 1)).floor(), ((width - w) / 2).floor())
+    return top.long(), left.long(), h.long(), w.long()
+
+
+def resize_weights(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
+    """Per-sample resampling matrices [B, out_size, in_size] that resize the window [start, start+length)
+    of an axis to out_size pixels: the antialiased bilinear (triangle) filter of PIL and of torch's
+    interpolate(antialias=True), widened by the downscale factor, renormalised inside the window."""
+    scale = length.double() / out_size  # input pixels per output pixel
+    support = scale.clamp(min=1.0)
+    centre = start.double().unsqueeze(1) + (torch.arange(out_size, dtype=torch.float64) + 0.5) * scale.unsqueeze(1)
+    pixel = torch.arange(in_size, dtype=torch.float64) + 0.5
+    weights = (1.0 - ((pixel.view(1, 1, -1) - centre.unsqueeze(2)) / support.view(-1, 1, 1)).abs()).clamp(min=0.0)
+    inside = (pixel.view(1, -1) >= start.double().unsqueeze(1)) & (pixel.view(1, -1) < (start + length).double().unsqueeze(1))
+    weights = weights * inside.unsqueeze(1)
+    return (weights / weights.sum(dim=2, keepdim=True).clamp(min=1e-12)).float()
+
+
+RESAMPLE_CHUNK = 32  # images resampled together: bounds the float copies and weight matrices (~100 MB at 500 px)
+
+
+def resized_crop(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
+                 size: int, flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Crop box (top, left, h, w) of every image resized to size x size (antialiased bilinear) and
+    mirrored where `flip`: uint8 [B,3,H,W] of one size → uint8 [B,3,size,size], as two batched
+    matrix products (rows, then columns) with per-sample weights; the flip is the column weights
+    reversed. Only the rows and columns some box touches are read."""
+    if len(images) > RESAMPLE_CHUNK:
+        return torch.cat([resized_crop(images[i:i + RESAMPLE_CHUNK], top[i:i + RESAMPLE_CHUNK],
+                                       left[i:i + RESAMPLE_CHUNK], h[i:i + RESAMPLE_CHUNK], w[i:i + RESAMPLE_CHUNK],
+                                       size, None if flip is None else flip[i:i + RESAMPLE_CHUNK])
+                          for i in range(0, len(images), RESAMPLE_CHUNK)])
+    rows_low, rows_high = int(top.min()), int((top + h).max())
+    cols_low, cols_high = int(left.min()), int((left + w).max())
+    window = images[:, :, rows_low:rows_high, cols_low:cols_high].float()
+    wy = resize_weights(top - rows_low, h, rows_high - rows_low, size)  # [B,S,H']
+    wx = resize_weights(left - cols_low, w, cols_high - cols_low, size)  # [B,S,W']
+    if flip is not None:
+        wx = torch.where(flip.view(-1, 1, 1), wx.flip(1), wx)
+    out = torch.matmul(wy.unsqueeze(1), torch.matmul(window, wx.transpose(1, 2).unsqueeze(1)))
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def random_resized_crop(images: torch.Tensor | list[torch.Tensor], size: int, scale: tuple[float, float],
+                        ratio: tuple[float, float], flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """torchvision's RandomResizedCrop(size, scale, ratio) (antialiased bilinear) + RandomHorizontalFlip,
+    per sample, for a batch: uint8 [B,3,H,W], or a list of uint8 [3,H_i,W_i] of mixed sizes (decoded
+    ImageNet JPEGs) → uint8 [B,3,size,size]. The parameters are drawn for the whole batch at once;
+    images of one size are resampled together (one pair of matrix products per distinct size)."""
+    shapes = [tuple(image.shape[-2:]) for image in images]
+    heights = torch.tensor([shape[0] for shape in shapes], dtype=torch.int64)
+    widths = torch.tensor([shape[1] for shape in shapes], dtype=torch.int64)
+    top, left, h, w = resized_crop_params(heights, widths, scale, ratio, generator)
+    flips = torch.rand(len(shapes), generator=generator) < 0.5 if flip else None
+    if isinstance(images, torch.Tensor):
+        return resized_crop(images, top, left, h, w, size, flips)
+    out = torch.empty(len(shapes), 3, size, size, dtype=torch.uint8)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, shape in enumerate(shapes):
+        groups.setdefault(shape, []).append(index)
+    for members in groups.values():
+        index = torch.tensor(members)
+        stacked = torch.stack([images[i] for i in members])
+        out[index] = resized_crop(stacked, top[index], left[index], h[index], w[index], size,
+                                  None if flips is None else flips[index])
+    return out
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """float [0,1] → uint8, rounded to the nearest level."""
     return images.mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
 
 
-def decode_batch(images: np.ndarray, image_size: int, source: str = "batch") -> torch.Tensor:
+def decode_batch(images: np.ndarray, image_size: int, source: str = "batch", resize: int | None = None) -> torch.Tensor:
     """Rows of an `image` column (uint8 HWC tensors or encoded bytes) → uint8 [B,3,S,S].
 
-    Images of another size are resized (antialiased bilinear) to image_size x image_size."""
+    Encoded images of another size have their shorter side resized to `resize` (default image_size)
+    and are centre cropped (Resize + CenterCrop, see augmix.datasets.table.decode_images); decoded
+    batches of another size are resized (antialiased bilinear) to image_size x image_size."""
     from augmix.datasets.table import decode_images
 
     if images.dtype == object:
-        images = decode_images(list(images), source=source)
+        images = decode_images(list(images), source=source, size=image_size, resize=resize)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"{source}: images must be uint8 [B,H,W,3] or encoded bytes, got {images.dtype} "
                          f"{list(images.shape)}")
@@ -80,14 +181,35 @@ def decode_batch(images: np.ndarray, image_size: int, source: str = "batch") -> 
     return tensor
 
 
+def decode_list(images: np.ndarray, source: str = "batch") -> torch.Tensor | list[torch.Tensor]:
+    """Rows of an `image` column → uint8 [B,3,H,W] when they are decoded arrays, else a list of
+    uint8 [3,H_i,W_i] (encoded images keep their own sizes, for random_resized_crop)."""
+    from augmix.datasets.table import decode_image_list
+
+    if images.dtype != object:
+        return torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2)
+    return [torch.from_numpy(image).permute(2, 0, 1) for image in decode_image_list(list(images), source=source)]
+
+
 def decode_rows(batch: dict[str, np.ndarray], image_size: int = 32, image_column: str = "image",
-                label_column: str = "label") -> dict[str, np.ndarray]:
+                label_column: str = "label", resize: int | None = None) -> dict[str, np.ndarray]:
     """Validation rows → {clean uint8 [B,3,S,S], label}: stateless, so it runs as plain Ray Data tasks."""
     for column in (image_column, label_column):
         if column not in batch:
             raise ValueError(f"validation rows: column {column!r} missing; columns are {sorted(batch)}")
-    images = decode_batch(batch[image_column], image_size, source=f"{image_column} column")
+    images = decode_batch(batch[image_column], image_size, source=f"{image_column} column", resize=resize)
     return {"clean": images.numpy(), "label": np.asarray(batch[label_column]).astype(np.int64)}
+
+
+def validation_pieces(pieces: dict[str, np.ndarray], source=None, image_size: int = 32,
+                      resize: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Pieces of a validation source (workers.training_data.plain_pieces: image files or tar shards)
+    → {clean uint8 [B,3,S,S], label}, read in stored order: Resize + CenterCrop, no randomness."""
+    reader = PieceReader(source, 0, shuffle=False)
+    for epoch, fragment, start, stop in zip(*(pieces[name].tolist() for name in PIECE_COLUMNS)):
+        images, labels, _ = reader.read(epoch, fragment, start, stop)
+        yield {"clean": decode_batch(images, image_size, "validation rows", resize).numpy(),
+               "label": np.asarray(labels).astype(np.int64)}
 
 
 class AugmentStage:
@@ -111,6 +233,9 @@ class AugmentStage:
         image_size: int = 32,
         crop_padding: int = 4,
         flip: bool = True,
+        train_crop: str = "pad",
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
         seed: int = 0,
         batch_rows: int = 256,
         threads: int = 1,
@@ -125,6 +250,10 @@ class AugmentStage:
         self.image_size = int(image_size)
         self.crop_padding = int(crop_padding)
         self.flip = bool(flip)
+        if train_crop not in ("pad", "random_resized"):
+            raise ValueError(f"train_crop {train_crop!r} not allowed; allowed: pad, random_resized")
+        self.train_crop = train_crop
+        self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
         self.seed = int(seed)
         self.batch_rows = int(batch_rows)
 
@@ -139,8 +268,12 @@ class AugmentStage:
 
     def views(self, raw_images: np.ndarray, labels: np.ndarray, generator: torch.Generator) -> dict[str, np.ndarray]:
         """Decode, crop + flip, then the mode's views of one batch of rows."""
-        images = decode_batch(raw_images, self.image_size, source="training rows")
-        images = random_crop_flip(images, self.crop_padding, self.flip, generator)
+        if self.train_crop == "random_resized":
+            images = random_resized_crop(decode_list(raw_images, source="training rows"), self.image_size,
+                                         self.crop_scale, self.crop_ratio, self.flip, generator)
+        else:
+            images = decode_batch(raw_images, self.image_size, source="training rows")
+            images = random_crop_flip(images, self.crop_padding, self.flip, generator)
         out: dict[str, np.ndarray] = {"label": np.asarray(labels).astype(np.int64)}
         if self.mode == "clean":
             out["clean"] = images.numpy()

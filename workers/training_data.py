@@ -16,10 +16,13 @@ function of (seed, epoch, rank), so:
 - augmentation randomness is seeded by the piece, not by which actor runs it or when.
 The epoch and the global row index travel with every row (columns `epoch`, `row`).
 
-Two sources: rows that fit the driver (synthetic, CIFAR, smaller Parquet) sit in the object store
-once and pieces are positions in an epoch's permutation of them; large Parquet sources stay in
-storage and pieces are slices of row groups, visited in a new order each epoch and shuffled within
-the row group.
+Sources whose rows can be read one at a time are dealt out as positions in an epoch's permutation
+of all rows: rows that fit the driver (synthetic, CIFAR, smaller Parquet) held once in the object
+store (TableRows), and ImageFolder trees (FolderRows: the listing in the object store, each image
+file read by the actor that needs it). Sources read in fragments are dealt out fragment by fragment,
+the fragments visited in a new order each epoch and each shuffled within: large Parquet sources
+(ParquetRows: row groups) and WebDataset shards (WebDatasetRows: a tar shard, of which the actor
+reads only its piece's samples through the shard's index).
 """
 from __future__ import annotations
 
@@ -84,10 +87,61 @@ class ParquetRows:
 
 
 @dataclass(frozen=True)
+class FolderRows:
+    """Image files under `root` (an ImageFolder tree): `files` is an ObjectRef to {"path": bytes [N]
+    relative to root, "label": int64 [N]} (listed once by the driver), or those arrays (no Ray)."""
+
+    files: Any
+    size: int
+    root: str  # inside `filesystem`
+    filesystem: Any  # pyarrow FileSystem (picklable)
+    source: str  # how to name the tree in messages
+
+
+@dataclass(frozen=True)
+class TarShard:
+    """One WebDataset shard: `rows` samples, the first of which has global index `offset`."""
+
+    path: str
+    rows: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class WebDatasetRows:
+    """Tar shards read by the actors through their index: `index` is an ObjectRef to {"offset",
+    "size", "label"} int64 arrays over all samples in global row order (or those arrays)."""
+
+    shards: tuple[TarShard, ...]
+    index: Any
+    filesystem: Any
+
+    @property
+    def fragments(self) -> tuple[TarShard, ...]:
+        return self.shards
+
+    @property
+    def size(self) -> int:
+        return sum(shard.rows for shard in self.shards)
+
+
+RANDOM_ACCESS = (TableRows, FolderRows)  # dealt as positions in a permutation of all rows
+
+
+def resolved(value: Any) -> Any:
+    """An ObjectRef's value (zero-copy for numpy arrays), or the value itself."""
+    if isinstance(value, dict):
+        return value
+    import ray
+
+    return ray.get(value)
+
+
+@dataclass(frozen=True)
 class TrainingStream:
     """How one run's training rows are dealt out: to `world` trainers, `rows_per_epoch` each."""
 
-    source: TableRows | ParquetRows
+    source: TableRows | FolderRows | ParquetRows | WebDatasetRows
     seed: int
     world: int
     rows_per_epoch: int  # per trainer, a multiple of the batch size
@@ -106,7 +160,7 @@ class TrainingStream:
 
     def _epoch_pieces(self, rank: int, epoch: int) -> list[tuple[int, int, int, int]]:
         begin, end = rank * self.rows_per_epoch, (rank + 1) * self.rows_per_epoch
-        if isinstance(self.source, TableRows):  # positions in the epoch's permutation of all rows
+        if isinstance(self.source, RANDOM_ACCESS):  # positions in the epoch's permutation of all rows
             return [(epoch, -1, start, min(start + self.piece_rows, end)) for start in range(begin, end, self.piece_rows)]
         sizes = np.array([fragment.rows for fragment in self.source.fragments], dtype=np.int64)
         order = permutation(len(sizes), self.seed, epoch)  # row groups in a new order each epoch
@@ -129,29 +183,65 @@ def rows_per_trainer(size: int, world: int, batch_size: int, max_steps: int = 0)
     return batch_size * (min(steps, max_steps) if max_steps > 0 else steps)
 
 
-class PieceReader:
-    """Reads the rows of a piece: (raw images, labels, global row indices), in the piece's order."""
+def plain_pieces(source, piece_rows: int):
+    """Every row of `source` once, in stored order, as pieces (epoch 0) of at most `piece_rows` rows:
+    what a validation split is read as (PieceReader with shuffle=False)."""
+    import pyarrow as pa
 
-    def __init__(self, source: TableRows | ParquetRows, seed: int) -> None:
-        self.source, self.seed = source, int(seed)
+    if isinstance(source, RANDOM_ACCESS):
+        rows = [(0, -1, start, min(start + piece_rows, source.size)) for start in range(0, source.size, piece_rows)]
+    else:
+        rows = [(0, index, start, min(start + piece_rows, fragment.rows))
+                for index, fragment in enumerate(source.fragments) for start in range(0, fragment.rows, piece_rows)]
+    columns = np.asarray(rows, dtype=np.int64).reshape(-1, len(PIECE_COLUMNS))
+    return pa.table({name: columns[:, i] for i, name in enumerate(PIECE_COLUMNS)})
+
+
+class PieceReader:
+    """Reads the rows of a piece: (raw images, labels, global row indices), in the piece's order.
+    With shuffle=False rows come in stored order (validation), else in the epoch's permutation."""
+
+    def __init__(self, source: TableRows | FolderRows | ParquetRows | WebDatasetRows, seed: int,
+                 shuffle: bool = True) -> None:
+        self.source, self.seed, self.shuffle = source, int(seed), shuffle
         self._table: dict[str, np.ndarray] | None = None
 
+    def _order(self, size: int, epoch: int, fragment: int = -1) -> np.ndarray:
+        return permutation(size, self.seed, epoch, fragment) if self.shuffle else np.arange(size)
+
     def read(self, epoch: int, fragment: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if isinstance(self.source, TableRows):
-            rows = permutation(self.source.size, self.seed, epoch)[start:stop]
+        source = self.source
+        if isinstance(source, RANDOM_ACCESS):
+            rows = self._order(source.size, epoch)[start:stop]
             table = self._rows()
+            if isinstance(source, FolderRows):
+                from augmix.datasets.fs import locate
+                from augmix.datasets.folder import read_files
+
+                images = np.empty(len(rows), dtype=object)
+                images[:] = read_files(locate(source.root, source.filesystem), table["path"][rows])
+                return images, table["label"][rows], rows.astype(np.int64)
             return table["image"][rows], table["label"][rows], rows.astype(np.int64)
+        if isinstance(source, WebDatasetRows):
+            return self._read_shard(epoch, fragment, start, stop)
         return self._read_fragment(epoch, fragment, start, stop)
 
     def _rows(self) -> dict[str, np.ndarray]:
         if self._table is None:
-            rows = self.source.rows
-            if not isinstance(rows, dict):
-                import ray
-
-                rows = ray.get(rows)
-            self._table = rows
+            source = self.source
+            self._table = resolved(source.files if isinstance(source, FolderRows) else
+                                   source.index if isinstance(source, WebDatasetRows) else source.rows)
         return self._table
+
+    def _read_shard(self, epoch: int, index: int, start: int, stop: int):
+        from augmix.datasets.webdataset import read_samples
+
+        shard = self.source.shards[index]
+        rows = shard.offset + self._order(shard.rows, epoch, index)[start:stop].astype(np.int64)
+        table = self._rows()
+        images = np.empty(len(rows), dtype=object)
+        images[:] = read_samples(self.source.filesystem, shard.path, table["offset"][rows], table["size"][rows])
+        return images, table["label"][rows], rows
 
     def _read_fragment(self, epoch: int, index: int, start: int, stop: int):
         import pyarrow as pa
@@ -163,7 +253,7 @@ class PieceReader:
             group = pq.ParquetFile(handle).read_row_group(fragment.row_group,
                                                           columns=[source.image_column, source.label_column])
         # shuffled within the row group, the same way for every piece of it in this epoch
-        local = permutation(fragment.rows, self.seed, epoch, index)[start:stop]
+        local = self._order(fragment.rows, epoch, index)[start:stop]
         images = group.column(source.image_column).take(pa.array(local)).to_numpy(zero_copy_only=False)
         labels = group.column(source.label_column).take(pa.array(local)).to_numpy().astype(np.int64)
         return images, labels, fragment.offset + local.astype(np.int64)

@@ -60,11 +60,11 @@ class ImageTable:
     def is_encoded(self) -> bool:
         return self.images.ndim == 1
 
-    def decoded(self, size: int | None = None) -> np.ndarray:
+    def decoded(self, size: int | None = None, resize: int | None = None) -> np.ndarray:
         """uint8 [N,H,W,3]; decodes encoded bytes (mixed sizes need `size`, see decode_images)."""
         if not self.is_encoded:
             return self.images
-        return decode_images(self.images, source=self.source, size=size)
+        return decode_images(self.images, source=self.source, size=size, resize=resize)
 
     def decode(self) -> "ImageTable":
         """The same table with pixels instead of bytes."""
@@ -120,16 +120,28 @@ def check_labels(labels: np.ndarray, num_classes: int, source: str, row_offset: 
 
 
 def decode_images(
-    encoded: Sequence[bytes] | np.ndarray, source: str = "", row_offset: int = 0, size: int | None = None
+    encoded: Sequence[bytes] | np.ndarray, source: str = "", row_offset: int = 0, size: int | None = None,
+    resize: int | None = None,
 ) -> np.ndarray:
     """Encoded images → uint8 [N,H,W,3] RGB (grayscale and alpha images converted).
 
     JPEG batches go through torchvision's batched libjpeg-turbo decoder (about 3x PIL on CIFAR);
     other formats through PIL. A bad image raises ValueError naming its row (row_offset + index).
-    Images of mixed sizes (ImageNet-style sources) need `size`: each image that is not
-    size x size has its shorter side resized to `size` (bilinear, antialiased) and is centre
-    cropped, the usual Resize + CenterCrop; without `size` mixed sizes raise.
+    Images of mixed sizes (ImageNet-style sources) need `size`: each image is resized (bilinear,
+    antialiased) so that its shorter side is `resize` (default `size`) and centre cropped to
+    size x size, torchvision's Resize(resize) + CenterCrop(size) (ImageNet evaluation: 256, 224);
+    an image already size x size is kept as it is when `resize` is not given. Without `size`
+    mixed sizes raise.
     """
+    images = decode_image_list(encoded, source, row_offset)
+    if size is not None:
+        images = [image if resize is None and image.shape[:2] == (size, size) else
+                  resize_centre_crop(image, size, resize or size) for image in images]
+    return _stack_same_size(images, source, row_offset)
+
+
+def decode_image_list(encoded: Sequence[bytes] | np.ndarray, source: str = "", row_offset: int = 0) -> list[np.ndarray]:
+    """Encoded images → a list of uint8 [H,W,3] RGB arrays, each at its own size."""
     if len(encoded) == 0:
         raise ValueError(f"{source}: no images to decode")
     images = None
@@ -137,20 +149,26 @@ def decode_images(
         images = _decode_jpeg_batch(encoded)
     if images is None:
         images = [_decode_one(b, source, row_offset + i) for i, b in enumerate(encoded)]
-    if size is not None:
-        images = [image if image.shape[:2] == (size, size) else _resize_centre_crop(image, size) for image in images]
-    return _stack_same_size(images, source, row_offset)
+    return images
 
 
-def _resize_centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+def resize_centre_crop(image: np.ndarray, size: int, resize: int | None = None) -> np.ndarray:
+    """torchvision's Resize(resize) (shorter side to `resize`, the longer one truncated to keep the
+    aspect ratio; PIL bilinear, antialiased) then CenterCrop(size), on one uint8 HWC image."""
     from PIL import Image
 
+    resize = resize or size
+    if resize < size:
+        raise ValueError(f"resize {resize} is smaller than the crop {size}; allowed: resize >= size")
     height, width = image.shape[:2]
-    scale = size / min(height, width)
-    new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))
-    resized = Image.fromarray(image).resize((new_width, new_height), Image.BILINEAR)
-    left, top = (new_width - size) // 2, (new_height - size) // 2
-    return np.asarray(resized.crop((left, top, left + size, top + size)))
+    if height <= width:
+        new_height, new_width = resize, int(resize * width / height)
+    else:
+        new_width, new_height = resize, int(resize * height / width)
+    resized = image if (new_height, new_width) == (height, width) else \
+        np.asarray(Image.fromarray(image).resize((new_width, new_height), Image.BILINEAR))
+    top, left = int(round((new_height - size) / 2.0)), int(round((new_width - size) / 2.0))
+    return np.ascontiguousarray(resized[top:top + size, left:left + size])
 
 
 def _decode_jpeg_batch(encoded: Sequence[bytes]) -> list[np.ndarray] | None:
