@@ -79,8 +79,11 @@ def load_images(config: Config, split: str = "test") -> TestSet:
         table = load_split(data.name, split, data.path, limit, seed=data.seed, download=data.download,
                            image_column=data.image_column, label_column=data.label_column,
                            synthetic_train_size=data.synthetic_train_size,
-                           synthetic_test_size=data.synthetic_test_size, image_size=data.image_size)
-    images = torch.from_numpy(np.ascontiguousarray(table.decoded())).permute(0, 3, 1, 2).contiguous()
+                           synthetic_test_size=data.synthetic_test_size, image_size=data.image_size,
+                           test_path=data.test_path, image_key=data.image_key, label_key=data.label_key)
+    # encoded images of other sizes: Resize(data.resize) + CenterCrop(data.image_size), as validation
+    pixels = table.decoded(size=data.image_size, resize=data.resize or None) if table.is_encoded else table.decoded()
+    images = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).contiguous()
     return TestSet(images, torch.from_numpy(table.labels.astype(np.int64)), list(table.classes))
 
 

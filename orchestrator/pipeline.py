@@ -4,9 +4,14 @@ train: a TrainingStream (workers.training_data): the rows, held once in Ray's ob
 fit the driver (synthetic, CIFAR, Parquet up to STREAM_PARQUET_BYTES) or left in storage as Parquet
 row groups (ImageNet-sized sources), and the rule that deals them out to the trainers epoch by
 epoch. Each trainer builds its own Ray Data stream of AugMix views from it, once per run.
+ImageFolder trees and WebDataset shards always stream: a folder is listed once here (its listing,
+~40 bytes a file, goes to the object store once and the actors read the files), a WebDataset's
+shards are indexed once (Ray tasks for object stores: each streams its shard once) and the actors
+read only their pieces' samples.
 validation: the held-out rows as a Ray Dataset {clean, label}: decoded once on the driver for
 in-memory sources (a seeded, stratified sample of the training split, never the test split), or
-whole Parquet files held out by seed and decoded by Ray Data tasks for streamed sources.
+whole Parquet files held out by seed and decoded by Ray Data tasks for streamed sources (for a
+folder: a stratified sample of its files; for WebDataset: whole shards), Resize + CenterCrop.
 """
 from __future__ import annotations
 
@@ -17,12 +22,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from augmix.datasets import load_split
+from augmix.datasets.folder import FolderListing, list_folder, split_root
 from augmix.datasets.parquet import parquet_files, parse_classes, split_location
 from augmix.datasets.split import train_validation_split
 from augmix.datasets.table import ImageTable
 from orchestrator.config import Config, DataConfig
-from workers.augment import VIEW_COLUMNS, decode_batch, decode_rows, stage_mode
-from workers.training_data import PIECE_BATCHES, ParquetFragment, ParquetRows, TableRows, TrainingStream, rows_per_trainer
+from augmix.datasets.webdataset import ShardIndex, index_shard, shard_files
+from workers.augment import VIEW_COLUMNS, decode_batch, decode_rows, stage_mode, validation_pieces
+from workers.training_data import (PIECE_BATCHES, FolderRows, ParquetFragment, ParquetRows, TableRows, TarShard,
+                                   TrainingStream, WebDatasetRows, plain_pieces, rows_per_trainer)
 
 TARGET_MAX_BLOCK_BYTES = 8 * 1024 * 1024  # small blocks: the map stage and the trainers overlap
 ROWS_PER_BLOCK = 1000
@@ -51,7 +59,8 @@ def read_training_table(data: DataConfig) -> ImageTable:
     folder resolves to its train file, never its test file."""
     return load_split(data.name, "train", data.path, limit=data.limit, download=data.download,
                       image_column=data.image_column, label_column=data.label_column, seed=data.seed,
-                      synthetic_train_size=data.synthetic_train_size, image_size=data.image_size)
+                      synthetic_train_size=data.synthetic_train_size, image_size=data.image_size,
+                      image_key=data.image_key, label_key=data.label_key)
 
 
 def split_tables(table: ImageTable, fraction: float, seed: int) -> tuple[ImageTable, ImageTable | None]:
@@ -77,11 +86,12 @@ def augment_stage_kwargs(config: Config) -> dict:
         "width": augmix.width, "depth": augmix.depth, "severity": augmix.severity,
         "alpha": augmix.alpha, "all_ops": augmix.all_ops,
         "image_size": config.data.image_size, "crop_padding": config.data.crop_padding,
-        "flip": config.data.flip, "seed": config.train.seed, "batch_rows": config.scaling.data_batch_size,
+        "flip": config.data.flip, "train_crop": config.data.train_crop,
+        "crop_scale": tuple(config.data.crop_scale), "crop_ratio": tuple(config.data.crop_ratio), "seed": config.train.seed, "batch_rows": config.scaling.data_batch_size,
     }
 
 
-def training_stream(config: Config, source: TableRows | ParquetRows) -> TrainingStream:
+def training_stream(config: Config, source: TableRows | FolderRows | ParquetRows | WebDatasetRows) -> TrainingStream:
     """Deal `source` out to the configured trainers: equal whole batches per trainer and epoch."""
     world = max(config.scaling.num_workers, 1)
     rows = rows_per_trainer(source.size, world, config.train.batch_size, config.train.max_steps_per_epoch)
@@ -89,27 +99,28 @@ def training_stream(config: Config, source: TableRows | ParquetRows) -> Training
                           piece_rows=config.scaling.data_batch_size * PIECE_BATCHES)
 
 
-def table_rows(table: ImageTable, image_size: int) -> TableRows:
+def table_rows(table: ImageTable, image_size: int, keep_encoded: bool = False) -> TableRows:
     """The rows into Ray's object store once: every AugMix actor of the run reads them from there.
 
     Encoded images are decoded here, once, when their pixels fit DECODED_TABLE_BYTES: an actor would
     otherwise decode every row again every epoch (a quarter of its time on CIFAR JPEGs), and
-    decoded rows are read from the object store without a copy."""
+    decoded rows are read from the object store without a copy. `keep_encoded` (RandomResizedCrop,
+    which crops the image at its own size) leaves them as they are."""
     import ray
 
     images = table.images
-    if table.is_encoded and len(table) * 3 * image_size**2 <= DECODED_TABLE_BYTES:
+    if table.is_encoded and not keep_encoded and len(table) * 3 * image_size**2 <= DECODED_TABLE_BYTES:
         images = decode_batch(images, image_size, source=table.source).permute(0, 2, 3, 1).numpy()
     reference = ray.put({"image": images, "label": table.labels})
     return TableRows(reference, len(table), table.source)
 
 
-def validation_dataset(table: ImageTable, image_size: int):
+def validation_dataset(table: ImageTable, image_size: int, resize: int | None = None):
     """Decoded once here: {clean uint8 [3,S,S], label}."""
     import ray.data
     from ray.data.extensions import ArrowTensorArray
 
-    clean = decode_batch(table.images, image_size, source=f"{table.source} (validation rows)").numpy()
+    clean = decode_batch(table.images, image_size, source=f"{table.source} (validation rows)", resize=resize).numpy()
     arrow = pa.table({"clean": ArrowTensorArray.from_numpy(clean), "label": pa.array(table.labels, type=pa.int64())})
     return ray.data.from_arrow(blocks_of(arrow, ROWS_PER_BLOCK))
 
@@ -176,11 +187,103 @@ def streamed_parquet_datasets(config: Config, files: list) -> PipelineData:
     if validation_files:
         validation_size, _ = parquet_rows_and_classes(validation_files, data.label_column)
         validation = read(validation_files).map_batches(
-            decode_rows, fn_kwargs={"image_size": data.image_size, **names},
+            decode_rows, fn_kwargs={"image_size": data.image_size, "resize": data.resize or None, **names},
             num_cpus=config.scaling.cpus_per_data_actor, batch_size=config.scaling.data_batch_size)
     mode = stage_mode(config.augmix.enabled, config.augmix.jsd, config.augmix.placement)
     return PipelineData(training_stream(config, source), validation, classes, source.size, validation_size,
                         VIEW_COLUMNS[mode])
+
+
+def folder_rows(listing: FolderListing) -> FolderRows:
+    """The listing into the object store once (paths as one bytes array: no per-file Python objects)."""
+    import ray
+
+    files = ray.put({"path": listing.paths, "label": listing.labels.astype(np.int64)})
+    return FolderRows(files, len(listing), listing.root.path, listing.root.filesystem, listing.root.display)
+
+
+def index_shards(shards: list, data: DataConfig) -> list[ShardIndex]:
+    """Index every shard once: local shards here (headers only), remote ones as Ray tasks (each
+    streams its shard once, on the cluster rather than through the driver)."""
+    if all(type(shard.filesystem).__name__ == "LocalFileSystem" for shard in shards):
+        return [index_shard(shard, data.image_key, data.label_key) for shard in shards]
+    import ray
+
+    task = ray.remote(index_shard).options(num_cpus=0.25, max_retries=2)
+    return ray.get([task.remote(shard, data.image_key, data.label_key) for shard in shards])
+
+
+def webdataset_rows(indices: list[ShardIndex], filesystem) -> WebDatasetRows:
+    """Shards and their concatenated index (into the object store once)."""
+    import ray
+
+    shards, offset = [], 0
+    for index in indices:
+        shards.append(TarShard(index.path, len(index), offset))
+        offset += len(index)
+    table = {name: np.concatenate([getattr(index, attribute) for index in indices])
+             for name, attribute in (("offset", "offsets"), ("size", "sizes"), ("label", "labels"))}
+    return WebDatasetRows(tuple(shards), ray.put(table), filesystem)
+
+
+def limited(indices: list[ShardIndex], limit: int) -> list[ShardIndex]:
+    """The first `limit` samples in shard order (all when 0)."""
+    if limit <= 0:
+        return indices
+    kept, left = [], limit
+    for index in indices:
+        if left <= 0:
+            break
+        take = min(left, len(index))
+        kept.append(ShardIndex(index.path, index.display, index.offsets[:take], index.sizes[:take],
+                               index.labels[:take], index.keys[:take]))
+        left -= take
+    return kept
+
+
+def piece_validation_dataset(source, config: Config):
+    """A held-out folder or WebDataset source as {clean, label}, read and decoded by Ray Data tasks."""
+    import ray.data
+
+    pieces = plain_pieces(source, config.scaling.data_batch_size)
+    dataset = ray.data.from_blocks([pieces.slice(i, 1) for i in range(pieces.num_rows)])
+    kwargs = {"source": source, "image_size": config.data.image_size, "resize": config.data.resize or None}
+    return dataset.map_batches(validation_pieces, fn_kwargs=kwargs, batch_size=1,
+                               num_cpus=config.scaling.cpus_per_data_actor)
+
+
+def file_source_datasets(config: Config) -> PipelineData:
+    """Train and validation of an ImageFolder tree or WebDataset shards, streamed from storage."""
+    data = config.data
+    root = split_root(data.path, "train", what=data.name)
+    fraction = data.validation_fraction
+    if data.name == "folder":
+        listing = list_folder(root).head(data.limit)
+        train_rows, validation_rows = (train_validation_split(len(listing), fraction, data.seed, listing.labels)
+                                       if fraction > 0 else (np.arange(len(listing)), np.arange(0)))
+        if fraction > 0 and (len(train_rows) == 0 or len(validation_rows) == 0):
+            raise ValueError(f"data.validation_fraction {fraction} leaves an empty split of {len(listing)} images "
+                             f"in {listing.root.display}; use more images or another fraction")
+        source = folder_rows(listing.take(train_rows))
+        held = folder_rows(listing.take(validation_rows)) if len(validation_rows) else None
+        classes = list(listing.classes)
+    else:
+        shards = shard_files(root)
+        indices = limited(index_shards(shards, data), data.limit)
+        if len(indices) < 2 and fraction > 0:
+            raise ValueError(f"data.path {data.path}: validation holds out whole shards, and there is only one; "
+                             "write several shards or set data.validation_fraction=0")
+        order = np.random.default_rng(np.random.SeedSequence([data.seed, 0x5EED])).permutation(len(indices))
+        count = int(max(1, round(fraction * len(indices)))) if fraction > 0 else 0
+        filesystem = shards[0].filesystem
+        source = webdataset_rows([indices[i] for i in sorted(order[count:])], filesystem)
+        held = webdataset_rows([indices[i] for i in sorted(order[:count])], filesystem) if count else None
+        top = max(int(index.labels.max()) for index in indices)
+        classes = [str(label) for label in range(top + 1)]
+    validation = piece_validation_dataset(held, config) if held is not None else None
+    mode = stage_mode(config.augmix.enabled, config.augmix.jsd, config.augmix.placement)
+    return PipelineData(training_stream(config, source), validation, classes, source.size,
+                        held.size if held is not None else 0, VIEW_COLUMNS[mode])
 
 
 def build_datasets(config: Config) -> PipelineData:
@@ -189,12 +292,16 @@ def build_datasets(config: Config) -> PipelineData:
 
     context = ray.data.DataContext.get_current()
     context.target_max_block_size = TARGET_MAX_BLOCK_BYTES
+    if config.data.name in ("folder", "webdataset"):
+        return file_source_datasets(config)
     large_files = large_parquet_files(config.data)
     if large_files:
         return streamed_parquet_datasets(config, large_files)
     table = read_training_table(config.data)
     train_table, validation_table = split_tables(table, config.data.validation_fraction, config.data.seed)
-    validation = validation_dataset(validation_table, config.data.image_size) if validation_table else None
+    resize = config.data.resize or None
+    validation = validation_dataset(validation_table, config.data.image_size, resize) if validation_table else None
     mode = stage_mode(config.augmix.enabled, config.augmix.jsd, config.augmix.placement)
-    return PipelineData(training_stream(config, table_rows(train_table, config.data.image_size)), validation, list(table.classes),
+    rows = table_rows(train_table, config.data.image_size, keep_encoded=config.data.train_crop == "random_resized")
+    return PipelineData(training_stream(config, rows), validation, list(table.classes),
                         len(train_table), len(validation_table) if validation_table else 0, VIEW_COLUMNS[mode])

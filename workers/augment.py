@@ -188,7 +188,8 @@ def decode_list(images: np.ndarray, source: str = "batch") -> torch.Tensor | lis
 
     if images.dtype != object:
         return torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2)
-    return [torch.from_numpy(image).permute(2, 0, 1) for image in decode_image_list(list(images), source=source)]
+    return [torch.from_numpy(np.require(image, requirements=["W"])).permute(2, 0, 1)
+            for image in decode_image_list(list(images), source=source)]
 
 
 def decode_rows(batch: dict[str, np.ndarray], image_size: int = 32, image_column: str = "image",

@@ -200,3 +200,29 @@ def read_webdataset(path: str | os.PathLike, *, limit: int = 0, image_keys: str 
     label_array = np.array(labels, dtype=np.int64)
     names = list(classes) if classes is not None else [str(i) for i in range(int(label_array.max()) + 1)]
     return ImageTable(encoded, label_array, names, os.fspath(path))
+
+
+def write_shards(images, labels, folder: str | os.PathLike, samples_per_shard: int, *, extension: str = "jpg",
+                 prefix: str = "shard", filesystem: pafs.FileSystem | None = None) -> list[str]:
+    """Write encoded images and integer labels as WebDataset shards `<prefix>-000000.tar`, ... (keys
+    `000000000`, ... in the given order; members `<key>.<extension>` and `<key>.cls`). Returns the
+    shard paths as given."""
+    import io
+    import time
+
+    directory = locate(folder, filesystem)
+    directory.filesystem.create_dir(directory.path, recursive=True)
+    written = []
+    for number, start in enumerate(range(0, len(labels), samples_per_shard)):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+            for row in range(start, min(start + samples_per_shard, len(labels))):
+                for suffix, payload in ((extension, bytes(images[row])), ("cls", str(int(labels[row])).encode())):
+                    member = tarfile.TarInfo(f"{row:09d}.{suffix}")
+                    member.size, member.mtime = len(payload), int(time.time())
+                    archive.addfile(member, io.BytesIO(payload))
+        name = f"{prefix}-{number:06d}.tar"
+        with directory.filesystem.open_output_stream(directory.join(name).path) as stream:
+            stream.write(buffer.getvalue())
+        written.append("/".join([os.fspath(folder).rstrip("/"), name]))
+    return written
