@@ -385,3 +385,57 @@ def test_folder_and_webdataset_read_from_s3_as_from_disk(s3_bucket, image_tree, 
     assert remote_index.offsets.tolist() == local_index.offsets.tolist()
     assert read_samples(remote_files[2].filesystem, remote_files[2].path, remote_index.offsets[:3],
                         remote_index.sizes[:3]) == read_webdataset(shards / "shard-000002.tar", limit=3).images.tolist()
+
+
+# --- through Ray: the folder source trained in the driver, WebDataset from S3 -------------------------
+
+@pytest.mark.ray
+@pytest.mark.timeout(240)
+def test_folder_source_trains_through_the_ray_stream_and_its_test_split_evaluates(ray_cluster, image_tree, tmp_path):
+    """num_workers=0 runs the loop in the driver: what is tested is the data path (listing once, the
+    actors reading files and RandomResizedCropping mixed sizes, validation by Ray Data tasks)."""
+    from orchestrator.config import build_config
+    from orchestrator.evaluation import load_images
+    from orchestrator.training import build_run_config, train
+
+    config = build_config({
+        "name": "folder_source", "data": {"name": "folder", "path": str(image_tree), "image_size": 32, "resize": 36,
+                                          "train_crop": "random_resized", "validation_fraction": 0.25},
+        "model": {"name": "wrn10_1"}, "augmix": {"jsd": False},
+        "train": {"epochs": 2, "batch_size": 8, "max_steps_per_epoch": 2},
+        "scaling": {"num_workers": 0, "data_actors": 1, "cpus_per_data_actor": 0.5, "data_batch_size": 8},
+        "storage": {"uri": str(tmp_path / "run")},
+    })
+    result = train(config, run_config=build_run_config(config, controller_failure_limit=0))
+    assert [m["epoch"] for m in result.metrics] == [1, 2] and all(m["steps"] == 2 for m in result.metrics)
+    assert 0.0 <= result.final_val_error <= 1.0
+    saved = torch.load(result.model_uri, weights_only=False)
+    assert saved["num_classes"] == 3 and saved["classes"] == list(CLASSES)
+    test = load_images(config)  # the sibling val/ folder, Resize 36 + CenterCrop 32
+    assert tuple(test.images.shape) == (9, 3, 32, 32) and test.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(180)
+def test_webdataset_on_s3_is_indexed_on_the_cluster_and_streams_pieces_and_validation(ray_cluster, s3_bucket, shards):
+    from orchestrator.config import build_config
+    from orchestrator.pipeline import augment_stage_kwargs, build_datasets
+
+    uri = _upload(s3_bucket, shards, "wds/train")
+    config = build_config({"data": {"name": "webdataset", "path": uri, "validation_fraction": 0.3, "image_size": 32,
+                                    "train_crop": "random_resized"},
+                           "train": {"batch_size": 4},
+                           "scaling": {"data_actors": 1, "cpus_per_data_actor": 0.5, "data_batch_size": 4}})
+    data = build_datasets(config)
+    assert data.train_size + data.validation_size == 22 and data.validation_size in (6, 8)  # one whole shard held out
+    assert data.classes == ["0", "1", "2"]
+    stage = AugmentStage(source=data.stream.source, **augment_stage_kwargs(config))
+    pieces = data.stream.pieces(0, 1, 1).to_pydict()
+    rows = []
+    for i in range(len(pieces["epoch"])):
+        for batch in stage({name: np.asarray(values[i:i + 1]) for name, values in pieces.items()}):
+            assert batch["aug1"].shape[1:] == (3, 32, 32)
+            rows += batch["row"].tolist()
+    assert len(rows) == data.stream.rows_per_epoch and len(set(rows)) == len(rows)
+    validation = data.validation.take_batch(data.validation_size)
+    assert validation["clean"].shape == (data.validation_size, 3, 32, 32)
