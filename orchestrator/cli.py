@@ -72,7 +72,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_corrupt(args: argparse.Namespace) -> int:
     from orchestrator.materialize import materialize_corrupted
 
-    materialize_corrupted(_config(args), out=args.out, split=args.split)
+    materialize_corrupted(_config(args), out=args.out, split=args.split, address=args.address)
     return 0
 
 
@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming an interrupted sweep")
     p.set_defaults(handler=_cmd_sweep)
 
-    p = commands.add_parser("corrupt", help="materialise a -C dataset (CIFAR-10-C .npy layout) from a dataset")
+    p = commands.add_parser("corrupt", help="materialise a -C dataset (CIFAR-10-C .npy or ImageNet-C folder layout) "
+                                            "from a dataset, one Ray task per (corruption, severity, shard)")
     _add_config_args(p, out_required=True)
     p.add_argument("--split", default="test", choices=["test", "train"], help="which split to corrupt")
     p.set_defaults(handler=_cmd_corrupt)

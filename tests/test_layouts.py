@@ -439,3 +439,72 @@ def test_webdataset_on_s3_is_indexed_on_the_cluster_and_streams_pieces_and_valid
     assert len(rows) == data.stream.rows_per_epoch and len(set(rows)) == len(rows)
     validation = data.validation.take_batch(data.validation_size)
     assert validation["clean"].shape == (data.validation_size, 3, 32, 32)
+
+
+# --- `augmix corrupt` fanned out: the ImageNet-C folder layout and the CIFAR-10-C .npy layout ----------
+
+@pytest.mark.ray
+@pytest.mark.timeout(240)
+def test_corrupt_writes_the_imagenet_c_layout_that_evaluation_reads_and_resumes_per_shard(
+        ray_cluster, image_tree, tmp_path, capsys):
+    from augmix.corruptions import corrupt
+    from augmix.datasets import list_corruptions, read_corrupted
+    from orchestrator.cli import main as cli_main
+    from workers.evaluate import CellSettings, EvaluationCell, cell_images, chunk_seed
+
+    out = tmp_path / "tree-c"
+    arguments = ["corrupt", "--out", str(out), "--set", "data.name=folder", "--set", f"data.path={image_tree}",
+                 "--set", "eval.corruptions=[contrast, gaussian_noise]", "--set", "eval.severities=[1, 5]",
+                 "--set", "eval.cpus_per_cell=0.5", "--set", "data.resize=40"]
+    assert cli_main(arguments) == 0
+    assert "0 of 4 shards already done" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "contrast").iterdir()) == ["1", "5"]
+    assert sorted(p.name for p in (out / "contrast" / "5").iterdir()) == list(CLASSES)
+    assert len(list((out / "gaussian_noise" / "1" / "bird").glob("*.JPEG"))) == 3
+    assert list_corruptions(out) == ["contrast", "gaussian_noise"]
+    images, labels = read_corrupted(out, "contrast", 5)
+    assert images.shape == (9, 32, 32, 3) and labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    # the JPEGs hold what the evaluation generates on the fly for that cell, up to JPEG coding at quality 85
+    from orchestrator.config import build_config
+    from orchestrator.evaluation import load_images
+
+    config = build_config({"data": {"name": "folder", "path": str(image_tree), "resize": 40}})
+    clean = load_images(config)
+    expected = corrupt(clean.images, "contrast", 5, preset="cifar",
+                       generator=torch.Generator().manual_seed(chunk_seed(0, "contrast", 5, 0)))
+    difference = np.abs(images.astype(int) - expected.permute(0, 2, 3, 1).numpy().astype(int))
+    assert difference.mean() < 4
+    settings = CellSettings(preset="cifar", seed=0, batch_size=4, cells_uri=str(tmp_path / "cells"),
+                            corrupted_path=str(out), limit=6)
+    chunks, cell_labels = cell_images(EvaluationCell("gaussian_noise", 1), clean.images, clean.labels, settings,
+                                      torch.device("cpu"))
+    assert torch.cat(list(chunks)).shape == (6, 3, 32, 32) and cell_labels.tolist() == [0, 0, 1, 1, 2, 2]
+    # resumable per shard: a shard whose marker is gone (a task killed mid-write) is the only one redone
+    (out / ".progress" / "contrast-1-000000.done").unlink()
+    written = (out / "contrast" / "5" / "bird").stat().st_mtime_ns
+    assert cli_main(arguments) == 0
+    assert "3 of 4 shards already done" in capsys.readouterr().out
+    assert (out / ".progress" / "contrast-1-000000.done").exists()
+    assert (out / "contrast" / "5" / "bird").stat().st_mtime_ns == written
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(240)
+def test_corrupt_npy_layout_is_assembled_from_shards_and_equals_the_on_the_fly_images(ray_cluster, tmp_path):
+    from augmix.datasets import read_corrupted
+    from orchestrator.config import build_config
+    from orchestrator.evaluation import load_images
+    from orchestrator.materialize import materialize_corrupted
+    from workers.evaluate import corrupted_chunks
+
+    config = build_config({"data": {"name": "synthetic", "synthetic_test_size": 1500},
+                           "eval": {"corruptions": ["contrast"], "cpus_per_cell": 0.5}})
+    out = tmp_path / "synthetic-c"
+    materialize_corrupted(config, str(out))  # 1,500 images: two shards per severity
+    assert sorted(p.name for p in out.iterdir()) == ["contrast.npy", "labels.npy"]
+    clean = load_images(config)
+    for severity in (1, 4):
+        images, labels = read_corrupted(out, "contrast", severity)
+        expected = torch.cat(list(corrupted_chunks(clean.images, "contrast", severity, "cifar", 0)))
+        np.testing.assert_array_equal(images, expected.permute(0, 2, 3, 1).numpy())
+        assert labels.tolist() == clean.labels.tolist()

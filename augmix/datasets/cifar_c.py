@@ -1,4 +1,4 @@
-"""The CIFAR-10-C layout: `<corruption>.npy` uint8 [5N,H,W,3] (severity 1's N images, then
+"""The CIFAR-10-C layout (and, through augmix.datasets.imagenet_c, the ImageNet-C folder layout): `<corruption>.npy` uint8 [5N,H,W,3] (severity 1's N images, then
 severity 2's, ...) and `labels.npy` [5N], in one directory, local or behind a URI.
 
 The released CIFAR-10-C / CIFAR-100-C archives read the same way. Reads touch only the requested
@@ -40,6 +40,10 @@ def read_corrupted(
         raise ValueError(f"severity {severity!r} out of range; allowed: 1, 2, 3, 4, 5")
     directory = locate(root, filesystem)
     image_file = directory.join(f"{corruption}.npy")
+    if not image_file.is_file() and directory.join(corruption).is_dir():  # the ImageNet-C folder layout
+        from augmix.datasets.imagenet_c import read_corrupted_folder
+
+        return read_corrupted_folder(root, corruption, severity, limit=limit, filesystem=filesystem)
     if not image_file.is_file():
         available = list_corruptions(root, filesystem=filesystem) if directory.is_dir() else []
         raise FileNotFoundError(
@@ -65,7 +69,8 @@ def read_corrupted(
 
 
 def list_corruptions(root: str | os.PathLike, *, filesystem: pafs.FileSystem | None = None) -> list[str]:
-    """Corruption names present under `root` (every `.npy` but labels.npy), sorted."""
+    """Corruption names present under `root` (every `.npy` but labels.npy, and every folder of the
+    ImageNet-C layout), sorted."""
     directory = locate(root, filesystem)
     if not directory.is_dir():
         raise FileNotFoundError(f"corrupted dataset directory not found: {directory.display}")
@@ -75,7 +80,10 @@ def list_corruptions(root: str | os.PathLike, *, filesystem: pafs.FileSystem | N
         for item in directory.filesystem.get_file_info(selector)
         if item.type == pafs.FileType.File and item.path.endswith(".npy")
     ]
-    return sorted(name for name in names if name != LABELS_FILE[: -len(".npy")])
+    from augmix.datasets.imagenet_c import list_folder_corruptions
+
+    names += list_folder_corruptions(root, filesystem=filesystem)
+    return sorted(set(name for name in names if name != LABELS_FILE[: -len(".npy")]))
 
 
 def write_corrupted(
