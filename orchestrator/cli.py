@@ -76,6 +76,15 @@ def _cmd_corrupt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from orchestrator.convert import convert
+
+    keys = {name: value for name, value in (("image_key", args.image_key), ("label_key", args.label_key)) if value}
+    convert(args.source, args.destination, shard_mb=args.shard_mb, row_group=args.row_group, seed=args.seed,
+            classes_from=args.classes_from, **keys)
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from orchestrator.report import compare_runs
 
@@ -131,6 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, out_required=True)
     p.add_argument("--split", default="test", choices=["test", "train"], help="which split to corrupt")
     p.set_defaults(handler=_cmd_corrupt)
+
+    p = commands.add_parser("convert", help="an image folder tree or WebDataset shards -> Parquet shards "
+                                            "(class names in the schema metadata)")
+    p.add_argument("source", metavar="SRC", help="a folder of class subfolders, or .tar shards (folder, file, "
+                                                  "or pattern such as train-{000000..000146}.tar); local or s3://")
+    p.add_argument("destination", metavar="DST", help="folder (local or s3://) for part-00000.parquet, ...")
+    p.add_argument("--shard-mb", type=float, default=256, help="close each Parquet file at about this size (MB)")
+    p.add_argument("--row-group", type=int, default=1000, help="rows per row group (a training piece reads one)")
+    p.add_argument("--seed", type=int, default=0, help="order of a folder's rows (written shuffled)")
+    p.add_argument("--image-key", default=None, help="WebDataset: the image member's extension(s) (default jpg;jpeg;png;webp)")
+    p.add_argument("--label-key", default=None, help="WebDataset: the label member's extension (default cls)")
+    p.add_argument("--classes-from", default=None, metavar="DIR",
+                   help="take class names (and label numbers) from this training folder's class subfolders")
+    p.set_defaults(handler=_cmd_convert)
 
     p = commands.add_parser("report", help="compare two or more evaluated runs side by side")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders/URIs holding results.json")

@@ -508,3 +508,35 @@ def test_corrupt_npy_layout_is_assembled_from_shards_and_equals_the_on_the_fly_i
         expected = torch.cat(list(corrupted_chunks(clean.images, "contrast", severity, "cifar", 0)))
         np.testing.assert_array_equal(images, expected.permute(0, 2, 3, 1).numpy())
         assert labels.tolist() == clean.labels.tolist()
+
+
+# --- `augmix convert` -------------------------------------------------------------------------------------
+
+def test_convert_writes_parquet_shards_with_class_names_that_the_parquet_source_reads(image_tree, shards, tmp_path,
+                                                                                     capsys):
+    from augmix.datasets import read_parquet
+    from orchestrator.cli import main as cli_main
+
+    out = tmp_path / "parquet"
+    assert cli_main(["convert", str(image_tree / "train"), str(out / "train"), "--shard-mb", "0.02",
+                     "--row-group", "5"]) == 0
+    files = sorted((out / "train").glob("part-*.parquet"))
+    assert len(files) >= 2 and pq.ParquetFile(files[0]).metadata.row_group(0).num_rows == 5
+    table = read_parquet(out / "train")
+    listing = list_folder(image_tree / "train")
+    assert table.classes == list(CLASSES)
+    by_path = dict(zip(pq.read_table(out / "train").column("path").to_pylist(), table.images))
+    assert sorted(by_path) == sorted(p.decode() for p in listing.paths)
+    assert by_path[listing.paths[3].decode()] == listing.read(np.array([3]))[0]  # bytes unchanged
+    assert table.labels.tolist() != sorted(table.labels.tolist())  # written shuffled
+    assert cli_main(["convert", str(image_tree / "val"), str(out / "test"), "--classes-from",
+                     str(image_tree / "train")]) == 0
+    assert load_split("parquet", "test", out).classes == list(CLASSES)
+    assert cli_main(["convert", str(shards), str(tmp_path / "from-wds"), "--classes-from",
+                     str(image_tree / "train")]) == 0
+    converted = read_parquet(tmp_path / "from-wds")
+    assert converted.classes == list(CLASSES) and len(converted) == 22
+    assert converted.images.tolist() == read_webdataset(shards).images.tolist()  # shard order kept
+    assert "wrote 22 images of 3 classes" in capsys.readouterr().out
+    assert cli_main(["convert", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
+    assert "missing" in capsys.readouterr().err

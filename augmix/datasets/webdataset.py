@@ -94,7 +94,7 @@ def shard_files(path: str | os.PathLike, filesystem: pafs.FileSystem | None = No
     return [root.join(p[len(prefix):]) for p in found]
 
 
-def _samples(location: Location, image_keys: tuple[str, ...], label_key: str, with_images: bool):
+def samples(location: Location, image_keys: tuple[str, ...], label_key: str, with_images: bool):
     """(key, image member offset, size, label, image bytes or None) per sample, in shard order."""
     local = isinstance(location.filesystem, pafs.LocalFileSystem)
     try:
@@ -153,7 +153,7 @@ def _sample(location: Location, key: str, members: dict, image_keys: tuple[str, 
 
 def index_shard(location: Location, image_keys: str = IMAGE_KEYS, label_key: str = LABEL_KEY) -> ShardIndex:
     """Scan one shard: every sample's image offset and size, and its label."""
-    rows = list(_samples(location, keys_of(image_keys), keys_of(label_key)[0], with_images=False))
+    rows = list(samples(location, keys_of(image_keys), keys_of(label_key)[0], with_images=False))
     if not rows:
         raise ValueError(f"{location.display}: no samples")
     keys, offsets, sizes, labels, _ = zip(*rows)
@@ -186,7 +186,7 @@ def read_webdataset(path: str | os.PathLike, *, limit: int = 0, image_keys: str 
     images, labels = [], []
     image_names, label_name = keys_of(image_keys), keys_of(label_key)[0]
     for location in shard_files(path, filesystem):
-        for _, _, _, label, data in _samples(location, image_names, label_name, with_images=True):
+        for _, _, _, label, data in samples(location, image_names, label_name, with_images=True):
             if limit and len(labels) >= limit:
                 break
             images.append(data)
