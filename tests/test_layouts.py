@@ -288,14 +288,15 @@ def test_a_sampler_with_uniform_aspect_ratios_would_fail_the_distribution_test()
     assert ks_2samp(w[fits][:4000] / h[fits][:4000], reference[:, 3] / reference[:, 2]).pvalue < 1e-3
 
 
-def test_resized_crop_matches_torchvision_resized_crop_with_antialias(cifar_images):
+@pytest.mark.parametrize("height, width", [(32, 32), (90, 120)])  # the batched kernel; image by image
+def test_resized_crop_matches_torchvision_resized_crop_with_antialias(cifar_images, height, width):
     import torchvision.transforms.v2.functional as F
 
-    images = torch.nn.functional.interpolate(cifar_images[0][:8].float(), size=(90, 120), mode="bicubic")
+    images = torch.nn.functional.interpolate(cifar_images[0][:8].float(), size=(height, width), mode="bicubic")
     images = images.round().clamp(0, 255).to(torch.uint8)
     generator = torch.Generator().manual_seed(0)
-    top, left, h, w = resized_crop_params(torch.full((8,), 90), torch.full((8,), 120), (0.08, 1.0), (3 / 4, 4 / 3),
-                                          generator)
+    top, left, h, w = resized_crop_params(torch.full((8,), height), torch.full((8,), width), (0.08, 1.0),
+                                          (3 / 4, 4 / 3), generator)
     flip = torch.arange(8) % 2 == 1
     for size in (24, 160):  # down- and upscaling
         ours = resized_crop(images, top, left, h, w, size, flip)
@@ -308,20 +309,23 @@ def test_resized_crop_matches_torchvision_resized_crop_with_antialias(cifar_imag
             assert difference.max() <= 1 and difference.float().mean() < 0.3, (size, b)
 
 
-def test_random_resized_crop_of_mixed_sizes_equals_the_kernel_image_by_image(image_tree):
+def test_random_resized_crop_of_mixed_sizes_is_torchvisions_crop_of_each_image(image_tree):
+    import torchvision.transforms.v2.functional as F
+
     from workers.augment import decode_list
 
     images = decode_list(read_folder(image_tree / "train").images)
     assert len({tuple(i.shape) for i in images}) == 5  # 32x32 and four larger sizes
     out = random_resized_crop(images, 40, (0.08, 1.0), (3 / 4, 4 / 3), True, torch.Generator().manual_seed(2))
-    generator = torch.Generator().manual_seed(2)
+    generator = torch.Generator().manual_seed(2)  # the same draws: boxes for the batch, then flips
     heights = torch.tensor([i.shape[1] for i in images])
     widths = torch.tensor([i.shape[2] for i in images])
     top, left, h, w = resized_crop_params(heights, widths, (0.08, 1.0), (3 / 4, 4 / 3), generator)
     flips = torch.rand(len(images), generator=generator) < 0.5
+    assert 0 < int(flips.sum()) < len(images)
     for b, image in enumerate(images):
-        one = resized_crop(image[None], top[b:b + 1], left[b:b + 1], h[b:b + 1], w[b:b + 1], 40, flips[b:b + 1])
-        assert torch.equal(out[b], one[0])
+        reference = F.resized_crop(image, int(top[b]), int(left[b]), int(h[b]), int(w[b]), [40, 40], antialias=True)
+        assert torch.equal(out[b], reference.flip(-1) if flips[b] else reference), b
 
 
 def test_resize_and_centre_crop_equal_torchvisions_on_pil_images(image_tree):

@@ -105,15 +105,23 @@ def resize_weights(start: torch.Tensor, length: torch.Tensor, in_size: int, out_
     return (weights / weights.sum(dim=2, keepdim=True).clamp(min=1e-12)).float()
 
 
-RESAMPLE_CHUNK = 32  # images resampled together: bounds the float copies and weight matrices (~100 MB at 500 px)
+RESAMPLE_CHUNK = 32  # images resampled together by the matrix kernel: bounds its float copies and weights
+DENSE_MAX_PIXELS = 48 * 48  # above this input size the per-image interpolation is faster (see resized_crop)
 
 
 def resized_crop(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
                  size: int, flip: torch.Tensor | None = None) -> torch.Tensor:
-    """Crop box (top, left, h, w) of every image resized to size x size (antialiased bilinear) and
-    mirrored where `flip`: uint8 [B,3,H,W] of one size → uint8 [B,3,size,size], as two batched
-    matrix products (rows, then columns) with per-sample weights; the flip is the column weights
-    reversed. Only the rows and columns some box touches are read."""
+    """Crop box (top, left, h, w) of every image resized to size x size (antialiased bilinear, as
+    torchvision's resized_crop on tensors) and mirrored where `flip`: uint8 [B,3,H,W] of one size →
+    uint8 [B,3,size,size].
+
+    Small images (CIFAR-size, up to DENSE_MAX_PIXELS) go through one batched kernel: two matrix
+    products (rows, then columns) with per-sample resampling weights, the flip folded into the column
+    weights. Larger ones are cropped and resized one by one with torch's uint8 antialiased kernel,
+    which touches only the filter's taps: at 500x375 → 224 it takes 0.8 ms an image where the dense
+    products take 11.5 ms (one core, measured), while at 32x32 the batched kernel is ~25% faster."""
+    if images.shape[-2] * images.shape[-1] > DENSE_MAX_PIXELS:
+        return _resized_crop_each(images, top, left, h, w, size, flip)
     if len(images) > RESAMPLE_CHUNK:
         return torch.cat([resized_crop(images[i:i + RESAMPLE_CHUNK], top[i:i + RESAMPLE_CHUNK],
                                        left[i:i + RESAMPLE_CHUNK], h[i:i + RESAMPLE_CHUNK], w[i:i + RESAMPLE_CHUNK],
@@ -130,12 +138,26 @@ def resized_crop(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, h:
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
+def _resized_crop_each(images, top, left, h, w, size: int, flip: torch.Tensor | None) -> torch.Tensor:
+    """The large-image path of resized_crop: per image crop + interpolate, then one batched flip."""
+    out = torch.empty(len(images), images.shape[1] if isinstance(images, torch.Tensor) else 3, size, size,
+                      dtype=torch.uint8)
+    for index, (y, x, height, width) in enumerate(zip(top.tolist(), left.tolist(), h.tolist(), w.tolist())):
+        crop = images[index][:, y:y + height, x:x + width].unsqueeze(0)
+        out[index] = torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear", antialias=True,
+                                                     align_corners=False)[0]
+    if flip is not None and bool(flip.any()):
+        out = torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)
+    return out
+
+
 def random_resized_crop(images: torch.Tensor | list[torch.Tensor], size: int, scale: tuple[float, float],
                         ratio: tuple[float, float], flip: bool, generator: torch.Generator) -> torch.Tensor:
     """torchvision's RandomResizedCrop(size, scale, ratio) (antialiased bilinear) + RandomHorizontalFlip,
     per sample, for a batch: uint8 [B,3,H,W], or a list of uint8 [3,H_i,W_i] of mixed sizes (decoded
-    ImageNet JPEGs) → uint8 [B,3,size,size]. The parameters are drawn for the whole batch at once;
-    images of one size are resampled together (one pair of matrix products per distinct size)."""
+    ImageNet JPEGs) → uint8 [B,3,size,size]. The parameters (boxes and flips) are drawn for the whole
+    batch at once; a batch of one small size is resampled by one batched kernel, images of other
+    sizes are cropped and resized one by one (see resized_crop), then flipped together."""
     shapes = [tuple(image.shape[-2:]) for image in images]
     heights = torch.tensor([shape[0] for shape in shapes], dtype=torch.int64)
     widths = torch.tensor([shape[1] for shape in shapes], dtype=torch.int64)
@@ -143,16 +165,7 @@ def random_resized_crop(images: torch.Tensor | list[torch.Tensor], size: int, sc
     flips = torch.rand(len(shapes), generator=generator) < 0.5 if flip else None
     if isinstance(images, torch.Tensor):
         return resized_crop(images, top, left, h, w, size, flips)
-    out = torch.empty(len(shapes), 3, size, size, dtype=torch.uint8)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for index, shape in enumerate(shapes):
-        groups.setdefault(shape, []).append(index)
-    for members in groups.values():
-        index = torch.tensor(members)
-        stacked = torch.stack([images[i] for i in members])
-        out[index] = resized_crop(stacked, top[index], left[index], h[index], w[index], size,
-                                  None if flips is None else flips[index])
-    return out
+    return _resized_crop_each(images, top, left, h, w, size, flips)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
