@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from augmix.errors import InputError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "jobs" / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A bad configuration value; the message is one line a user can act on."""
 
 
@@ -41,6 +42,7 @@ class DataConfig(_Section):
     synthetic_test_size: int = Field(2000, ge=10)
     crop_padding: int = Field(4, ge=0)
     flip: bool = True
+    on_bad_image: Literal["fail", "skip"] = "fail"  # skip: train without rows whose image or label is unusable
 
     @model_validator(mode="after")
     def _parquet_needs_path(self) -> "DataConfig":

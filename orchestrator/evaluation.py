@@ -20,6 +20,7 @@ import torch
 
 from augmix import storage
 from augmix.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS
+from augmix.errors import InputError
 from orchestrator.config import Config
 from workers.evaluate import CLEAN, CellSettings, EvaluationCell, evaluation_task
 
@@ -97,11 +98,11 @@ def load_model_file(checkpoint: str) -> ModelFile:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a model file"
-        raise ValueError(f"{uri} is not a torch model file ({type(error).__name__}); "
+        raise InputError(f"{uri} is not a torch model file ({type(error).__name__}); "
                          "pass the model.pt that `augmix train` writes") from None
     missing = [key for key in ("model_name", "num_classes", "state_dict") if key not in state]
     if missing:
-        raise ValueError(f"{uri} is not an augmix model file: missing {missing} (train with `augmix train`)")
+        raise InputError(f"{uri} is not an augmix model file: missing {missing} (train with `augmix train`)")
     return ModelFile(state, hashlib.sha256(data).hexdigest())
 
 
@@ -124,7 +125,7 @@ def check_spec(config: Config, model_digest: str) -> None:
     recorded = storage.read_json(uri)
     changed = sorted(key for key in spec if recorded.get(key) != spec[key])
     if changed:
-        raise ValueError(f"{eval_uri(config)} holds cells of another evaluation (differs in {', '.join(changed)}); "
+        raise InputError(f"{eval_uri(config)} holds cells of another evaluation (differs in {', '.join(changed)}); "
                          "use a new --out, or delete that eval/ folder to recompute")
 
 

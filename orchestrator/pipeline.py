@@ -20,9 +20,17 @@ from augmix.datasets import load_split
 from augmix.datasets.parquet import parquet_files, parse_classes, split_location
 from augmix.datasets.split import train_validation_split
 from augmix.datasets.table import ImageTable
+from augmix.errors import BadRow, InputError
 from orchestrator.config import Config, DataConfig
 from workers.augment import VIEW_COLUMNS, decode_batch, decode_rows, stage_mode
-from workers.training_data import PIECE_BATCHES, ParquetFragment, ParquetRows, TableRows, TrainingStream, rows_per_trainer
+from workers.training_data import (
+    PIECE_BATCHES,
+    ParquetFragment,
+    ParquetRows,
+    TableRows,
+    TrainingStream,
+    rows_per_trainer,
+)
 
 TARGET_MAX_BLOCK_BYTES = 8 * 1024 * 1024  # small blocks: the map stage and the trainers overlap
 ROWS_PER_BLOCK = 1000
@@ -40,6 +48,7 @@ class PipelineData:
     train_size: int
     validation_size: int
     columns: tuple[str, ...]
+    skipped_rows: int = 0  # rows left out before training (data.on_bad_image=skip)
 
     @property
     def num_classes(self) -> int:
@@ -60,7 +69,7 @@ def split_tables(table: ImageTable, fraction: float, seed: int) -> tuple[ImageTa
         return table, None
     train_rows, validation_rows = train_validation_split(len(table), fraction, seed, labels=table.labels)
     if len(train_rows) == 0 or len(validation_rows) == 0:
-        raise ValueError(f"data.validation_fraction {fraction} leaves an empty split of {len(table)} rows; "
+        raise InputError(f"data.validation_fraction {fraction} leaves an empty split of {len(table)} rows; "
                          "use more rows or a fraction in (0, 1) that keeps both parts non-empty")
     return table.take(train_rows), table.take(validation_rows)
 
@@ -78,6 +87,7 @@ def augment_stage_kwargs(config: Config) -> dict:
         "alpha": augmix.alpha, "all_ops": augmix.all_ops,
         "image_size": config.data.image_size, "crop_padding": config.data.crop_padding,
         "flip": config.data.flip, "seed": config.train.seed, "batch_rows": config.scaling.data_batch_size,
+        "on_bad_image": config.data.on_bad_image,
     }
 
 
@@ -89,19 +99,44 @@ def training_stream(config: Config, source: TableRows | ParquetRows) -> Training
                           piece_rows=config.scaling.data_batch_size * PIECE_BATCHES)
 
 
-def table_rows(table: ImageTable, image_size: int) -> TableRows:
-    """The rows into Ray's object store once: every AugMix actor of the run reads them from there.
-
-    Encoded images are decoded here, once, when their pixels fit DECODED_TABLE_BYTES: an actor would
-    otherwise decode every row again every epoch (a quarter of its time on CIFAR JPEGs), and
-    decoded rows are read from the object store without a copy."""
+def table_rows(table: ImageTable) -> TableRows:
+    """The rows into Ray's object store once: every AugMix actor of the run reads them from there."""
     import ray
 
-    images = table.images
-    if table.is_encoded and len(table) * 3 * image_size**2 <= DECODED_TABLE_BYTES:
-        images = decode_batch(images, image_size, source=table.source).permute(0, 2, 3, 1).numpy()
-    reference = ray.put({"image": images, "label": table.labels})
-    return TableRows(reference, len(table), table.source)
+    rows = {"image": table.images, "label": table.labels}
+    if table.paths is not None:
+        rows["path"] = table.paths
+    return TableRows(ray.put(rows), len(table), table.source)
+
+
+def usable_table(table: ImageTable, image_size: int, on_bad_image: str) -> tuple[ImageTable, list[int]]:
+    """The rows decoded once, here, when their pixels fit DECODED_TABLE_BYTES (an actor would
+    otherwise decode every row again every epoch: a quarter of its time on CIFAR JPEGs), and the
+    rows dropped as undecodable with on_bad_image=skip. A bad image is named by its row in the
+    source and its path; with "fail" it ends the run before any training starts."""
+    if not table.is_encoded or len(table) * 3 * image_size**2 > DECODED_TABLE_BYTES:
+        return table, []
+    try:
+        return _decoded(table, image_size), []
+    except BadRow as bad:
+        if on_bad_image != "skip":
+            raise bad.at(table.source, bad.row, table.path(bad.row)) from None
+    bad_rows = []
+    for row in range(len(table)):
+        try:
+            decode_batch(table.images[row:row + 1], image_size)
+        except BadRow:
+            bad_rows.append(row)
+    shown = ", ".join(f"{row}" + (f" ({table.path(row)})" if table.paths is not None else "") for row in bad_rows[:5])
+    print(f"data: skipping {len(bad_rows)} row(s) of {table.source} whose image cannot be decoded: {shown}"
+          + (" ..." if len(bad_rows) > 5 else ""), flush=True)
+    keep = np.setdiff1d(np.arange(len(table)), bad_rows)
+    return _decoded(table.take(keep), image_size), bad_rows
+
+
+def _decoded(table: ImageTable, image_size: int) -> ImageTable:
+    images = decode_batch(table.images, image_size, source=table.source).permute(0, 2, 3, 1).numpy()
+    return ImageTable(images, table.labels, table.classes, table.source, table.paths)
 
 
 def validation_dataset(table: ImageTable, image_size: int):
@@ -157,7 +192,7 @@ def streamed_parquet_datasets(config: Config, files: list) -> PipelineData:
 
     data = config.data
     if len(files) < 2 and data.validation_fraction > 0:
-        raise ValueError(f"data.path {data.path}: one large Parquet file cannot be split by files for "
+        raise InputError(f"data.path {data.path}: one large Parquet file cannot be split by files for "
                          "validation; write it as several files or set data.validation_fraction=0")
     order = np.random.default_rng(np.random.SeedSequence([data.seed, 0x5EED])).permutation(len(files))
     held = int(max(1, round(data.validation_fraction * len(files)))) if data.validation_fraction > 0 else 0
@@ -192,9 +227,10 @@ def build_datasets(config: Config) -> PipelineData:
     large_files = large_parquet_files(config.data)
     if large_files:
         return streamed_parquet_datasets(config, large_files)
-    table = read_training_table(config.data)
+    table, skipped = usable_table(read_training_table(config.data), config.data.image_size, config.data.on_bad_image)
     train_table, validation_table = split_tables(table, config.data.validation_fraction, config.data.seed)
     validation = validation_dataset(validation_table, config.data.image_size) if validation_table else None
     mode = stage_mode(config.augmix.enabled, config.augmix.jsd, config.augmix.placement)
-    return PipelineData(training_stream(config, table_rows(train_table, config.data.image_size)), validation, list(table.classes),
-                        len(train_table), len(validation_table) if validation_table else 0, VIEW_COLUMNS[mode])
+    return PipelineData(training_stream(config, table_rows(train_table)), validation, list(table.classes),
+                        len(train_table), len(validation_table) if validation_table else 0, VIEW_COLUMNS[mode],
+                        skipped_rows=len(skipped))

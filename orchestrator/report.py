@@ -14,6 +14,7 @@ import numpy as np
 
 from augmix import storage
 from augmix.corruptions import CORRUPTION_FAMILIES, CORRUPTIONS, EXTRA_CORRUPTIONS
+from augmix.errors import InputError, MissingInput
 from augmix.metrics import corruption_summary, rms_calibration_error
 from orchestrator.config import Config
 from workers.evaluate import CLEAN, EvaluationCell, decode_result
@@ -288,15 +289,15 @@ def compare_runs(runs: Sequence[str], out: str, names: Sequence[str] | None = No
     import matplotlib.pyplot as plt
 
     if len(runs) < 2:
-        raise ValueError(f"augmix report needs two or more runs to compare, got {len(runs)}")
+        raise InputError(f"augmix report needs two or more runs to compare, got {len(runs)}")
     labels = list(names) if names else [Path(r.rstrip("/")).name or r for r in runs]
     if len(labels) != len(runs):
-        raise ValueError(f"--names gives {len(labels)} labels for {len(runs)} runs")
+        raise InputError(f"--names gives {len(labels)} labels for {len(runs)} runs")
     loaded = []
     for run in runs:
         uri = run if run.endswith(".json") else storage.join(run, "results.json")
         if not storage.exists(uri):
-            raise FileNotFoundError(f"{uri} not found: evaluate the run first (augmix evaluate / augmix run)")
+            raise MissingInput(f"{uri} not found: evaluate the run first (augmix evaluate / augmix run)")
         loaded.append(storage.read_json(uri))
     corruptions = [n for n in CORRUPTIONS if all(n in r["corruption_errors"] for r in loaded)]
     rows = [

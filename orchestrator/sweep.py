@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from augmix import storage
+from augmix.errors import InputError
 from orchestrator.config import Config, TuneConfig, build_config
 
 OBJECTIVE = "val_corrupted_error"
@@ -105,11 +106,11 @@ def _trial(params: dict[str, Any], base: dict[str, Any], sweep_uri: str) -> None
 def _validated(config: Config) -> Config:
     """Fail before any trial starts: the sweep must have the objective's corruptions to score."""
     if config.tune.num_samples < 1 or not search_space(config.tune):
-        raise ValueError("tune: the search space is empty; set at least one of tune.lam, tune.width, tune.alpha, tune.depth")
+        raise InputError("tune: the search space is empty; set at least one of tune.lam, tune.width, tune.alpha, tune.depth")
     if not config.augmix.enabled:
-        raise ValueError("augmix.enabled=false: a sweep over AugMix hyperparameters needs AugMix on")
+        raise InputError("augmix.enabled=false: a sweep over AugMix hyperparameters needs AugMix on")
     if config.data.validation_fraction <= 0:
-        raise ValueError("data.validation_fraction=0: the sweep objective needs a held-out validation split")
+        raise InputError("data.validation_fraction=0: the sweep objective needs a held-out validation split")
     return config
 
 

@@ -61,7 +61,7 @@ def build_run_config(config: Config, callbacks: list | None = None, name: str | 
 def loop_config(config: Config, data: PipelineData, hooks: tuple[Hook, ...] = ()) -> dict[str, Any]:
     """What every train worker receives: the validated config and what the driver learnt (LoopRuntime)."""
     runtime = LoopRuntime(stream=data.stream, stage_kwargs=augment_stage_kwargs(config), num_classes=data.num_classes,
-                          classes=data.classes, validation_size=data.validation_size,
+                          classes=data.classes, validation_size=data.validation_size, skipped_rows=data.skipped_rows,
                           local_mode=config.scaling.num_workers == 0, hooks=tuple(hooks))
     return {"config": config, "runtime": runtime}
 
@@ -124,7 +124,9 @@ def train(config: Config, address: str | None = None, run_config=None, hooks: tu
         checkpoint_uri = f"{config.storage.uri.split('://', 1)[0]}://{checkpoint_uri.lstrip('/')}"
     history = state["history"]
     final_error = history[-1]["val_error"] if history else None
+    skipped = max((epoch.get("skipped_rows", 0) for epoch in history), default=0)
     print(f"training finished: {state['epoch']} epochs; final val error "
-          f"{final_error if final_error is None else format(final_error, '.4f')}\n"
+          f"{final_error if final_error is None else format(final_error, '.4f')}"
+          + (f"; up to {skipped} unusable row(s) skipped per epoch (data.on_bad_image=skip)" if skipped else "") + "\n"
           f"  checkpoint: {checkpoint_uri}/{CHECKPOINT_FILE}\n  model:      {uri}", flush=True)
     return TrainingResult(uri, checkpoint_uri, run_storage_uri(config), history, final_error)

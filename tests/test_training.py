@@ -278,7 +278,7 @@ def test_large_parquet_streams_from_storage_with_files_held_out(ray_cluster, cif
     stage = AugmentStage(source=stream.source, **augment_stage_kwargs(config))
     piece = {name: np.asarray(values[:1]) for name, values in stream.pieces(0, 1, 1).to_pydict().items()}
     batch = next(iter(stage(piece)))
-    assert set(batch) == {"clean", "aug1", "aug2", "label", "epoch", "row"} and batch["aug1"].dtype == np.uint8
+    assert set(batch) == {"clean", "aug1", "aug2", "label", "epoch", "row", "skipped"} and batch["aug1"].dtype == np.uint8
     assert batch["clean"].shape[1:] == (3, 32, 32) and (batch["row"] < 400).all()
     validation = data.validation.take_batch(100)
     assert set(validation) == {"clean", "label"} and validation["clean"].shape == (100, 3, 32, 32)

@@ -17,6 +17,8 @@ from typing import Iterator, Literal
 import numpy as np
 import torch
 
+from augmix.datasets.table import check_labels
+from augmix.errors import BadRow, InputError
 from augmix.mix import AugMix
 from workers.memory import retain_freed_memory
 from workers.training_data import PIECE_COLUMNS, PieceReader, piece_seed
@@ -113,6 +115,8 @@ class AugmentStage:
         flip: bool = True,
         seed: int = 0,
         batch_rows: int = 256,
+        num_classes: int | None = None,
+        on_bad_image: str = "fail",
         threads: int = 1,
     ) -> None:
         if mode not in MODES:
@@ -127,19 +131,55 @@ class AugmentStage:
         self.flip = bool(flip)
         self.seed = int(seed)
         self.batch_rows = int(batch_rows)
+        self.num_classes = num_classes
+        self.skip_bad = on_bad_image == "skip"
 
     def __call__(self, pieces: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         for epoch, fragment, start, stop in zip(*(pieces[name].tolist() for name in PIECE_COLUMNS)):
-            images, labels, rows = self.reader.read(epoch, fragment, start, stop)
-            for offset in range(0, len(rows), self.batch_rows):
+            piece = self.reader.read(epoch, fragment, start, stop)
+            for offset in range(0, len(piece.rows), self.batch_rows):
                 part = slice(offset, offset + self.batch_rows)
                 generator = torch.Generator().manual_seed(piece_seed(self.seed, epoch, fragment, start + offset))
-                out = self.views(images[part], labels[part], generator)
-                yield out | {"epoch": np.full(len(out["label"]), epoch, dtype=np.int64), "row": rows[part]}
+                try:
+                    images, labels, skipped = self.usable(piece.images[part], piece.labels[part])
+                except BadRow as bad:  # named by the dataset's row and the image's path, not the batch's
+                    row = offset + bad.row
+                    raise bad.at(piece.source, int(piece.rows[row]),
+                                 None if piece.paths is None else str(piece.paths[row])) from None
+                out = self.views(images, labels, generator)
+                yield out | {"epoch": np.full(len(labels), epoch, dtype=np.int64), "row": piece.rows[part],
+                             "skipped": skipped}
 
-    def views(self, raw_images: np.ndarray, labels: np.ndarray, generator: torch.Generator) -> dict[str, np.ndarray]:
-        """Decode, crop + flip, then the mode's views of one batch of rows."""
-        images = decode_batch(raw_images, self.image_size, source="training rows")
+    def usable(self, raw_images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """(decoded images, labels, which rows were skipped): a bad row raises BadRow (batch row),
+        or with on_bad_image=skip is filled with another row of the batch so every batch keeps its
+        size (all trainers take the same steps) and is counted in `skipped`."""
+        labels = np.asarray(labels).astype(np.int64)
+        skipped = np.zeros(len(labels), dtype=bool)
+        try:
+            if self.num_classes is not None:
+                check_labels(labels, self.num_classes, "training rows")
+            return decode_batch(raw_images, self.image_size, source="training rows"), labels, skipped
+        except BadRow:
+            if not self.skip_bad:
+                raise
+        for row in range(len(labels)):  # find every bad row, one at a time
+            try:
+                if self.num_classes is not None:
+                    check_labels(labels[row:row + 1], self.num_classes, "training rows")
+                decode_batch(raw_images[row:row + 1], self.image_size)
+            except BadRow:
+                skipped[row] = True
+        good = np.flatnonzero(~skipped)
+        if len(good) == 0:
+            raise InputError(f"training rows: all {len(labels)} rows of a batch are unusable (data.on_bad_image=skip)")
+        fill = good[np.searchsorted(good, np.arange(len(labels))) % len(good)]  # the next good row
+        return decode_batch(raw_images[fill], self.image_size), labels[fill], skipped
+
+    def views(self, images: torch.Tensor | np.ndarray, labels: np.ndarray, generator: torch.Generator) -> dict[str, np.ndarray]:
+        """Crop + flip, then the mode's views of one batch of rows (decoded here if given raw)."""
+        if not isinstance(images, torch.Tensor):
+            images = decode_batch(images, self.image_size, source="training rows")
         images = random_crop_flip(images, self.crop_padding, self.flip, generator)
         out: dict[str, np.ndarray] = {"label": np.asarray(labels).astype(np.int64)}
         if self.mode == "clean":

@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
+
+from augmix.datasets.table import PATH_COLUMN
+from augmix.errors import InputError
 
 PIECE_COLUMNS = ("epoch", "fragment", "start", "stop")
 TAG_COLUMNS = ("epoch", "row")  # travel with every view row to the trainer
@@ -124,23 +127,35 @@ def rows_per_trainer(size: int, world: int, batch_size: int, max_steps: int = 0)
     """Rows each trainer takes per epoch: whole batches of its share, capped by max_steps batches."""
     steps = (size // max(world, 1)) // batch_size
     if steps < 1:
-        raise ValueError(f"{size} training rows cannot fill one batch of {batch_size} on each of {world} trainer(s); "
+        raise InputError(f"{size} training rows cannot fill one batch of {batch_size} on each of {world} trainer(s); "
                          "use more rows, a smaller train.batch_size or fewer scaling.num_workers")
     return batch_size * (min(steps, max_steps) if max_steps > 0 else steps)
 
 
+class PieceRows(NamedTuple):
+    """The rows of one piece, in the piece's order."""
+
+    images: np.ndarray  # uint8 [N,H,W,3] or encoded bytes
+    labels: np.ndarray
+    rows: np.ndarray  # global row indices
+    paths: np.ndarray | None  # each row's file name or key, where the source records one
+    source: str  # where the rows come from, for error messages
+
+
 class PieceReader:
-    """Reads the rows of a piece: (raw images, labels, global row indices), in the piece's order."""
+    """Reads the rows of a piece (PieceRows)."""
 
     def __init__(self, source: TableRows | ParquetRows, seed: int) -> None:
         self.source, self.seed = source, int(seed)
         self._table: dict[str, np.ndarray] | None = None
 
-    def read(self, epoch: int, fragment: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def read(self, epoch: int, fragment: int, start: int, stop: int) -> PieceRows:
         if isinstance(self.source, TableRows):
             rows = permutation(self.source.size, self.seed, epoch)[start:stop]
             table = self._rows()
-            return table["image"][rows], table["label"][rows], rows.astype(np.int64)
+            paths = table.get("path")
+            return PieceRows(table["image"][rows], table["label"][rows], rows.astype(np.int64),
+                             None if paths is None else paths[rows], self.source.source)
         return self._read_fragment(epoch, fragment, start, stop)
 
     def _rows(self) -> dict[str, np.ndarray]:
@@ -159,14 +174,20 @@ class PieceReader:
 
         source = self.source
         fragment = source.fragments[index]
-        with source.filesystem.open_input_file(fragment.path) as handle:
-            group = pq.ParquetFile(handle).read_row_group(fragment.row_group,
-                                                          columns=[source.image_column, source.label_column])
+        try:
+            with source.filesystem.open_input_file(fragment.path) as handle:
+                parquet = pq.ParquetFile(handle)
+                columns = [source.image_column, source.label_column]
+                columns += [PATH_COLUMN] if PATH_COLUMN in parquet.schema_arrow.names else []
+                group = parquet.read_row_group(fragment.row_group, columns=columns)
+        except OSError as error:
+            raise InputError(f"{fragment.path}: cannot read row group {fragment.row_group} ({error})") from None
         # shuffled within the row group, the same way for every piece of it in this epoch
-        local = permutation(fragment.rows, self.seed, epoch, index)[start:stop]
-        images = group.column(source.image_column).take(pa.array(local)).to_numpy(zero_copy_only=False)
-        labels = group.column(source.label_column).take(pa.array(local)).to_numpy().astype(np.int64)
-        return images, labels, fragment.offset + local.astype(np.int64)
+        local = pa.array(permutation(fragment.rows, self.seed, epoch, index)[start:stop])
+        images = group.column(source.image_column).take(local).to_numpy(zero_copy_only=False)
+        labels = group.column(source.label_column).take(local).to_numpy().astype(np.int64)
+        paths = group.column(PATH_COLUMN).take(local).to_numpy(zero_copy_only=False) if PATH_COLUMN in columns else None
+        return PieceRows(images, labels, fragment.offset + local.to_numpy().astype(np.int64), paths, fragment.path)
 
 
 def training_dataset(stream: TrainingStream, rank: int, first_epoch: int, last_epoch: int, stage: type,
