@@ -22,6 +22,7 @@ from augmix import storage
 from augmix.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS
 from augmix.errors import InputError
 from orchestrator.config import Config
+from orchestrator.resources import cell_demand, ensure_schedulable
 from workers.evaluate import CLEAN, CellSettings, EvaluationCell, evaluation_task
 
 
@@ -174,7 +175,9 @@ def run_cells(config: Config, cells: list[EvaluationCell], state: dict, test_set
     """Schedule the cells as Ray tasks (weights and clean images put once), return those that failed for good."""
     import ray
 
-    remote = ray.remote(evaluation_task).options(**task_options(config, ray.cluster_resources().get("GPU", 0)))
+    gpus = ray.cluster_resources().get("GPU", 0)
+    ensure_schedulable([cell_demand(config, gpus)], "the evaluation", "lower eval.cpus_per_cell or use larger nodes")
+    remote = ray.remote(evaluation_task).options(**task_options(config, gpus))
     state_ref, images_ref, labels_ref = ray.put(state), ray.put(test_set.images), ray.put(test_set.labels)
     settings = cell_settings(config)
     pending = {remote.remote(cell, state_ref, images_ref, labels_ref, settings): cell for cell in cells}

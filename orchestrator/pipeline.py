@@ -146,7 +146,7 @@ def validation_dataset(table: ImageTable, image_size: int):
 
     clean = decode_batch(table.images, image_size, source=f"{table.source} (validation rows)").numpy()
     arrow = pa.table({"clean": ArrowTensorArray.from_numpy(clean), "label": pa.array(table.labels, type=pa.int64())})
-    return ray.data.from_arrow(blocks_of(arrow, ROWS_PER_BLOCK))
+    return ray.data.from_blocks(blocks_of(arrow, ROWS_PER_BLOCK))  # no Ray task per block (from_arrow has one)
 
 
 def large_parquet_files(data: DataConfig) -> list | None:

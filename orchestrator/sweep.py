@@ -24,6 +24,7 @@ import yaml
 from augmix import storage
 from augmix.errors import InputError
 from orchestrator.config import Config, TuneConfig, build_config
+from orchestrator.resources import sweep_concurrency
 
 OBJECTIVE = "val_corrupted_error"
 TIE_BREAKER = "val_corrupted_nll"
@@ -139,7 +140,7 @@ def _tuner(config: Config, sweep_uri: str, resume: bool):
                                     # max_concurrent_trials beside a SearchGenerator)
                                     search_alg=tune.search.BasicVariantGenerator(
                                         random_state=config.tune.seed,
-                                        max_concurrent=config.tune.max_concurrent_trials)),
+                                        max_concurrent=sweep_concurrency(config))),
         run_config=tune.RunConfig(name=SWEEP_NAME, storage_path=storage_path, verbose=1),
     )
 

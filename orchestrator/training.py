@@ -18,9 +18,12 @@ from augmix import storage
 from orchestrator.config import Config
 from orchestrator.pipeline import PipelineData, augment_stage_kwargs, build_datasets
 from orchestrator.ray_session import ensure_ray
+from orchestrator.resources import ensure_schedulable, training_demands
 from workers.train_loop import CHECKPOINT_FILE, Hook, LoopRuntime, load_checkpoint_file, train_loop_per_worker
 
 MODEL_FILE = "model.pt"
+SCALING_HINT = ("lower scaling.cpus_per_worker / cpus_per_data_actor / data_actors, set scaling.use_gpu=false, "
+                "drop resources no node has from scaling.trainer_resources / data_resources, or use a cluster that has them")
 
 
 @dataclass
@@ -112,6 +115,7 @@ def train(config: Config, address: str | None = None, run_config=None, hooks: tu
     storage.apply_endpoint(config.storage.endpoint_url)
     storage.check_writable(config.storage.uri)
     ensure_ray(address)
+    ensure_schedulable(training_demands(config), "the training run", SCALING_HINT)
     run_config = run_config or build_run_config(config)
     result = build_trainer(config, run_config, hooks=hooks).fit()
     if result.checkpoint is None:

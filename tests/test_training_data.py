@@ -103,7 +103,7 @@ def test_parquet_row_groups_are_dealt_out_whole_epochs_at_a_time(tmp_path):
             pieces = stream.pieces(rank, epoch, epoch).to_pydict()
             rows = []
             for e, fragment, start, stop in zip(*(pieces[name] for name in PIECE_COLUMNS)):
-                images, labels, indices = reader.read(e, fragment, start, stop)
+                images, labels, indices, _, _ = reader.read(e, fragment, start, stop)
                 assert [int(b) for b in images] == indices.tolist()  # the row index names the row read
                 assert (labels == indices % 10).all()
                 rows.extend(indices.tolist())
