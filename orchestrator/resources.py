@@ -65,10 +65,21 @@ def node_resources() -> list[dict[str, float]]:
 
 
 def has_autoscaler() -> bool:
-    """True when an autoscaler watches this cluster (it may add the nodes a demand needs)."""
+    """True when an autoscaler with node types of its own watches this cluster (it may add the nodes
+    a demand needs). Every Ray head runs the autoscaler's monitor; without a cluster config it is
+    read-only and names each node's type after the node itself ("node_<id>")."""
+    import json
+
     from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
 
-    return bool(_internal_kv_initialized() and _internal_kv_get(AUTOSCALER_STATUS_KEY))
+    status = _internal_kv_get(AUTOSCALER_STATUS_KEY) if _internal_kv_initialized() else None
+    if not status:
+        return False
+    try:
+        mapping = json.loads(status)["autoscaler_report"]["node_type_mapping"] or {}
+    except (ValueError, KeyError, TypeError):
+        mapping = {}  # not reported yet (a head that just started): nothing says nodes may come
+    return any(node_type != f"node_{node}" for node, node_type in mapping.items())
 
 
 def _place(bundles: list[tuple[str, dict[str, float]]], free: list[dict[str, float]]) -> tuple[str, dict] | None:
