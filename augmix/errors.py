@@ -39,8 +39,8 @@ def find_input_error(error: BaseException) -> InputError | None:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, InputError):
-            return current
+        if isinstance(current, InputError) and not isinstance(getattr(current, "cause", None), InputError):
+            return current  # (Ray's task errors subclass their cause's type: look through to the cause)
         pending.extend(_wrapped(current))
     return None
 

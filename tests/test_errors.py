@@ -146,4 +146,4 @@ def test_a_bad_image_is_named_by_its_dataset_row_and_path(ray_cluster, cifar10_d
     code = main(_run_args(folder, tmp_path / "streamed", "--set", "train.max_steps_per_epoch=0"))
     last = capsys.readouterr().err.strip().splitlines()[-1]  # Ray's own logs come before it
     assert code == 2 and last.startswith("augmix: error: "), last
-    assert any(f"row {row} ({paths[row]}): " in last for row in (207, 261)) and "traceback:" in last
+    assert any(f"row {row} ({paths[row]}): " in last for row in (207, 261)) and "traceback:" in last, last
