@@ -64,8 +64,12 @@ def materialize_perturbed(config: Config, out: str, loaded: "TestSet") -> list[s
     return [cell.key for cell in cells]
 
 
-def materialize_corrupted(config: Config, out: str, loaded) -> list[str]:
-    """Write `<out>/<corruption>.npy` ([5N,H,W,3] uint8, severities 1-5 stacked) and labels.npy."""
+def materialize_corrupted(config: Config, out: str, split: str = "test", loaded: "TestSet | None" = None) -> list[str]:
+    """Write `<out>/<corruption>.npy` ([5N,H,W,3] uint8, severities 1-5 stacked) and labels.npy
+    (of `loaded` when the caller already holds the split's images, else read here)."""
+    from orchestrator.evaluation import load_images
+
+    loaded = loaded or load_images(config, split)
     images, labels = loaded.images, loaded.labels.numpy()
     names = corruption_names(config)
     for name in tqdm(names, desc=f"materialising {len(images)} images", unit="corruption"):
