@@ -73,9 +73,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_corrupt(args: argparse.Namespace) -> int:
-    from orchestrator.materialize import materialize_corrupted
+    from orchestrator.materialize import materialize
 
-    materialize_corrupted(_config(args), out=args.out, split=args.split)
+    materialize(_config(args), out=args.out, split=args.split)
     return 0
 
 
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(handler=_cmd_train)
 
-    p = commands.add_parser("evaluate", help="fan-out corruption evaluation of a trained model")
+    p = commands.add_parser("evaluate", help="fan-out -C / -P evaluation of a trained model (eval.suites)")
     _add_config_args(p)
     p.add_argument("--checkpoint", required=True, metavar="URI",
                    help="a model.pt written by training (or a run folder holding model/model.pt)")
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming an interrupted sweep")
     p.set_defaults(handler=_cmd_sweep)
 
-    p = commands.add_parser("corrupt", help="materialise a -C dataset (CIFAR-10-C .npy layout) from a dataset")
+    p = commands.add_parser("corrupt", help="materialise a -C and/or -P dataset (CIFAR-10-C / -P .npy layouts; eval.suites) from a dataset")
     _add_config_args(p, out_required=True)
     p.add_argument("--split", default="test", choices=["test", "train"], help="which split to corrupt")
     p.set_defaults(handler=_cmd_corrupt)

@@ -140,6 +140,38 @@ class EvalConfig(_Section):
     gpus_per_cell: float = Field(0.25, ge=0.0, le=1.0)
     cpus_per_cell: float = Field(1.0, gt=0.0)
     max_retries: int = Field(2, ge=0)
+    # Which benchmarks: "c" (corruption error, -C) and/or "p" (perturbation stability, -P).
+    suites: list[Literal["c", "p"]] = Field(default_factory=lambda: ["c"])
+    perturbations: list[str] | None = None  # None = the 10 test perturbations of ImageNet-P
+    perturbation_extra: bool = False  # also the 4 validation perturbations (never in mFR / mT5D)
+    difficulties: list[int] = Field(default_factory=lambda: [1])  # noise levels of the noise sequences
+    frames: int | None = Field(None, ge=2)  # frames per sequence; None = the reference's length
+    perturbed_path: str | None = None  # a -P folder (<name>.npy [N,T,H,W,3]): read sequences instead of generating
+    p_baseline: str | None = None  # JSON (e.g. an AlexNet run's results.json) with flip_probabilities / top5_distances
+
+    @field_validator("perturbations")
+    @classmethod
+    def _known_perturbations(cls, names: list[str] | None) -> list[str] | None:
+        from augmix.perturbations import PERTURBATIONS
+
+        for name in names or ():
+            if name not in PERTURBATIONS:
+                raise ValueError(f"unknown perturbation {name!r}; allowed: {', '.join(PERTURBATIONS)}")
+        return names
+
+    @field_validator("difficulties")
+    @classmethod
+    def _difficulties(cls, difficulties: list[int]) -> list[int]:
+        if not difficulties or any(d not in (1, 2, 3) for d in difficulties):
+            raise ValueError(f"difficulties {difficulties} not allowed; each must be in 1..3")
+        return sorted(set(difficulties))
+
+    @field_validator("suites")
+    @classmethod
+    def _suites(cls, suites: list[str]) -> list[str]:
+        if not suites:
+            raise ValueError("suites is empty; allowed: [c], [p] or [c, p]")
+        return [suite for suite in ("c", "p") if suite in suites]
 
     @field_validator("corruptions")
     @classmethod

@@ -1,4 +1,5 @@
-"""`augmix evaluate`: fan the corruption × severity table out over the cluster, then aggregate.
+"""`augmix evaluate`: fan the corruption × severity table (-C) and the perturbation × difficulty
+sequences (-P, eval.suites) out over the cluster, then aggregate.
 
 The clean test set and the model weights go into the object store once; every cell is one Ray
 task that reads both, scores its images and writes its own result under `<out>/eval/cells/`.
@@ -6,7 +7,8 @@ A rerun lists that folder and only schedules what is missing, so an interrupted 
 resumes where it stopped; cells that keep failing after their retries are listed at the end
 while everything that finished stays written and aggregated. `eval/spec.json` records what the
 cells were computed from (model digest, test set, seed, source) so a rerun never mixes cells of
-a different model or test set into one table.
+a different model or test set into one table; -P cells live under `<out>/eval/p_cells/`, guarded
+by the same spec plus their own keys (frames, -P folder) in `eval/p_spec.json`.
 """
 from __future__ import annotations
 
@@ -21,9 +23,13 @@ import torch
 from augmix import storage
 from augmix.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS
 from augmix.errors import InputError
+from augmix.perturbations import NOISE_PERTURBATIONS, TEST_PERTURBATIONS, VALIDATION_PERTURBATIONS
 from orchestrator.config import Config
 from orchestrator.resources import cell_demand, ensure_schedulable
 from workers.evaluate import CLEAN, CellSettings, EvaluationCell, evaluation_task
+from workers.perturb import PerturbationCell, SequenceSettings, perturbation_task
+
+Cell = EvaluationCell | PerturbationCell
 
 
 class EvaluationIncomplete(RuntimeError):
@@ -44,11 +50,30 @@ class ModelFile:
 
 
 def cells_for(config: Config) -> list[EvaluationCell]:
-    """Clean plus every requested corruption at every requested severity."""
+    """Clean plus, with the -C suite, every requested corruption at every requested severity."""
+    if "c" not in config.eval.suites:
+        return [EvaluationCell(CLEAN, 0)]
     names = list(config.eval.corruptions or CORRUPTIONS)
     if config.eval.extra:
         names += [name for name in EXTRA_CORRUPTIONS if name not in names]
     return [EvaluationCell(CLEAN, 0)] + [EvaluationCell(n, s) for n in names for s in config.eval.severities]
+
+
+def perturbation_names(config: Config) -> list[str]:
+    """The requested perturbations (default: the 10 test ones), validation ones appended on request."""
+    names = list(config.eval.perturbations or TEST_PERTURBATIONS)
+    if config.eval.perturbation_extra:
+        names += [name for name in VALIDATION_PERTURBATIONS if name not in names]
+    return names
+
+
+def p_cells_for(config: Config) -> list[PerturbationCell]:
+    """With the -P suite: every requested perturbation, the noise ones at every requested difficulty
+    (the others have a single level, difficulty 1)."""
+    if "p" not in config.eval.suites:
+        return []
+    return [PerturbationCell(name, difficulty) for name in perturbation_names(config)
+            for difficulty in (config.eval.difficulties if name in NOISE_PERTURBATIONS else [1])]
 
 
 def eval_uri(config: Config) -> str:
@@ -59,9 +84,17 @@ def cells_uri(config: Config) -> str:
     return storage.join(eval_uri(config), "cells")
 
 
-def finished_cells(config: Config) -> set[EvaluationCell]:
-    names = storage.list_names(cells_uri(config))
-    return {cell for cell in map(EvaluationCell.from_file_name, names) if cell is not None}
+def p_cells_uri(config: Config) -> str:
+    return storage.join(eval_uri(config), "p_cells")
+
+
+def finished_cells(config: Config) -> set[Cell]:
+    """Cells with a result file, -C and -P."""
+    found: set[Cell] = set()
+    for uri, parse in ((cells_uri(config), EvaluationCell.from_file_name),
+                       (p_cells_uri(config), PerturbationCell.from_file_name)):
+        found |= {cell for cell in map(parse, storage.list_names(uri)) if cell is not None}
+    return found
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -116,10 +149,20 @@ def evaluation_spec(config: Config, model_digest: str) -> dict:
             "source": evaluation.source, "corrupted_path": evaluation.corrupted_path}
 
 
+def sequence_spec(config: Config, model_digest: str) -> dict:
+    """What -P cells depend on beyond the evaluation spec: sequence length and the -P folder."""
+    return {**evaluation_spec(config, model_digest), "frames": config.eval.frames,
+            "perturbed_path": config.eval.perturbed_path}
+
+
 def check_spec(config: Config, model_digest: str) -> None:
-    """Record the spec on the first run; refuse to resume cells computed from a different one."""
-    uri = storage.join(eval_uri(config), "spec.json")
-    spec = evaluation_spec(config, model_digest)
+    """Record the spec(s) on the first run; refuse to resume cells computed from a different one."""
+    _check_recorded(config, storage.join(eval_uri(config), "spec.json"), evaluation_spec(config, model_digest))
+    if "p" in config.eval.suites:
+        _check_recorded(config, storage.join(eval_uri(config), "p_spec.json"), sequence_spec(config, model_digest))
+
+
+def _check_recorded(config: Config, uri: str, spec: dict) -> None:
     if not storage.exists(uri):
         storage.write_json(uri, spec)
         return
@@ -147,8 +190,16 @@ def cell_settings(config: Config) -> CellSettings:
                         limit=config.eval.limit, threads=max(1, int(config.eval.cpus_per_cell)))
 
 
+def sequence_settings(config: Config) -> SequenceSettings:
+    return SequenceSettings(preset=config.eval.preset, seed=config.eval.seed, batch_size=config.eval.batch_size,
+                            cells_uri=p_cells_uri(config), frames=config.eval.frames,
+                            perturbed_path=config.eval.perturbed_path, limit=config.eval.limit,
+                            threads=max(1, int(config.eval.cpus_per_cell)))
+
+
 class Progress:
-    """Cells done / total, images/s and ETA on one tqdm line (stderr; also shown in Ray job logs)."""
+    """Cells done / total, images/s (model inputs: a -P cell counts every frame) and ETA on one
+    tqdm line (stderr; also shown in Ray job logs)."""
 
     def __init__(self, total: int):
         from tqdm import tqdm
@@ -162,7 +213,7 @@ class Progress:
         self.bar.set_postfix(images_per_s=f"{rate:.0f}", refresh=False)
         self.bar.update(1)
 
-    def failed(self, cell: EvaluationCell, retries: int, error: Exception) -> None:
+    def failed(self, cell: Cell, retries: int, error: Exception) -> None:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
         self.bar.write(f"cell {cell.key} failed after {retries} retries: {reason}")
         self.bar.update(1)
@@ -171,17 +222,25 @@ class Progress:
         self.bar.close()
 
 
-def run_cells(config: Config, cells: list[EvaluationCell], state: dict, test_set: TestSet) -> list[EvaluationCell]:
-    """Schedule the cells as Ray tasks (weights and clean images put once), return those that failed for good."""
+def run_cells(config: Config, cells: list[Cell], state: dict, test_set: TestSet) -> list[Cell]:
+    """Schedule the cells as Ray tasks (weights and clean images put once), return those that failed for good.
+
+    -P cells go first: each is ~30x a -C cell's model work, so starting them early keeps the
+    cluster busy to the end instead of waiting on one long cell after the short ones."""
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0)
     ensure_schedulable([cell_demand(config, gpus)], "the evaluation", "lower eval.cpus_per_cell or use larger nodes")
-    remote = ray.remote(evaluation_task).options(**task_options(config, gpus))
+    options = task_options(config, gpus)
+    tasks = {EvaluationCell: (ray.remote(evaluation_task).options(**options), cell_settings(config)),
+             PerturbationCell: (ray.remote(perturbation_task).options(**options), sequence_settings(config))}
     state_ref, images_ref, labels_ref = ray.put(state), ray.put(test_set.images), ray.put(test_set.labels)
-    settings = cell_settings(config)
-    pending = {remote.remote(cell, state_ref, images_ref, labels_ref, settings): cell for cell in cells}
-    failed: list[EvaluationCell] = []
+    ordered = sorted(cells, key=lambda cell: not isinstance(cell, PerturbationCell))
+    pending = {}
+    for cell in ordered:
+        remote, settings = tasks[type(cell)]
+        pending[remote.remote(cell, state_ref, images_ref, labels_ref, settings)] = cell
+    failed: list[Cell] = []
     progress = Progress(len(cells))
     try:
         while pending:
@@ -205,10 +264,12 @@ def evaluate(config: Config, checkpoint: str, address: str | None = None) -> dic
     model = load_model_file(checkpoint)
     storage.check_writable(config.storage.uri)
     check_spec(config, model.digest)
-    cells = cells_for(config)
-    todo = [cell for cell in cells if cell not in finished_cells(config)]
-    print(f"evaluation: {len(cells)} cells, {len(cells) - len(todo)} already finished in {cells_uri(config)}")
-    failed: list[EvaluationCell] = []
+    cells: list[Cell] = [*cells_for(config), *p_cells_for(config)]
+    finished = finished_cells(config)
+    todo = [cell for cell in cells if cell not in finished]
+    print(f"evaluation ({' + '.join(f'-{s.upper()}' for s in config.eval.suites)}): {len(cells)} cells, "
+          f"{len(cells) - len(todo)} already finished in {eval_uri(config)}")
+    failed: list[Cell] = []
     if todo:
         ensure_ray(address)
         failed = run_cells(config, todo, model.state, load_images(config))

@@ -17,7 +17,10 @@ from augmix.corruptions import CORRUPTION_FAMILIES, CORRUPTIONS, EXTRA_CORRUPTIO
 from augmix.errors import InputError, MissingInput
 from augmix.metrics import corruption_summary, rms_calibration_error
 from orchestrator.config import Config
+from orchestrator.stability import PLOT as STABILITY_PLOT
+from orchestrator.stability import comparison_rows, plot_stability, stability_markdown, stability_results
 from workers.evaluate import CLEAN, EvaluationCell, decode_result
+from workers.perturb import PerturbationCell
 
 PLOTS = ("error_heatmap.png", "error_by_family.png", "reliability.png")
 
@@ -78,19 +81,22 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def _cell_row(cell: EvaluationCell, result: dict) -> dict[str, Any]:
-    return {"corruption": cell.corruption, "family": family_of(cell.corruption), "severity": cell.severity,
+    return {"suite": "c", "corruption": cell.corruption, "family": family_of(cell.corruption), "severity": cell.severity,
             "error": result["error"], "nll": float(result["nll"].mean()),
             "rms_calibration_error": rms_calibration_error(result["confidence"], result["correct"]),
             "images": int(len(result["correct"])), "seconds_produce": result["seconds_produce"],
             "seconds_infer": result["seconds_infer"], "device": result["device"]}
 
 
-def aggregate(config: Config, cells: Sequence[EvaluationCell], model_name: str | None = None) -> dict[str, Any]:
+def aggregate(config: Config, cells: Sequence[EvaluationCell | PerturbationCell],
+              model_name: str | None = None) -> dict[str, Any]:
     """All finished cells → the results dict (errors as fractions; keys per DESIGN.md).
 
     A corruption enters the tables only with all its severities, so a partial evaluation still
-    aggregates what is complete; mCE needs clean and the full 1-5 severity range."""
-    results = load_cells(config, cells)
+    aggregates what is complete; mCE needs clean and the full 1-5 severity range. -P cells add the
+    stability keys (orchestrator.stability) and their rows."""
+    stability = stability_results(config, [cell for cell in cells if isinstance(cell, PerturbationCell)])
+    results = load_cells(config, [cell for cell in cells if isinstance(cell, EvaluationCell)])
     severities = list(config.eval.severities)
     clean = results.get(EvaluationCell(CLEAN, 0))
     present = {cell.corruption for cell in results}
@@ -98,6 +104,7 @@ def aggregate(config: Config, cells: Sequence[EvaluationCell], model_name: str |
     extra = _error_table(results, [n for n in EXTRA_CORRUPTIONS if n in present], severities)
     corrupted = [results[EvaluationCell(n, s)] for n in errors for s in severities]
     per_corruption = {name: _calibration(results, name, severities) for name in [*errors, *extra]}
+    timed = [*results.values(), *stability.get("p_cells", [])]  # both carry seconds_produce / seconds_infer
     return {
         "clean_error": clean["error"] if clean else None,
         "corruption_errors": errors,
@@ -116,9 +123,10 @@ def aggregate(config: Config, cells: Sequence[EvaluationCell], model_name: str |
         },
         "nll": {"clean": float(clean["nll"].mean()) if clean else None,
                 "corrupted": _mean([float(r["nll"].mean()) for r in corrupted])},
-        "timing": {"seconds_produce_images": float(sum(r["seconds_produce"] for r in results.values())),
-                   "seconds_model": float(sum(r["seconds_infer"] for r in results.values()))},
-        "cells": [_cell_row(cell, result) for cell, result in sorted(results.items())],
+        "timing": {"seconds_produce_images": float(sum(r["seconds_produce"] for r in timed)),
+                   "seconds_model": float(sum(r["seconds_infer"] for r in timed))},
+        **{key: value for key, value in stability.items() if key != "p_cells"},
+        "cells": [_cell_row(cell, result) for cell, result in sorted(results.items())] + stability.get("p_cells", []),
         "reliability": _reliability(results, list(errors), severities),
         "config": config.to_dict(),
         "code_version": code_version(),
@@ -253,11 +261,13 @@ def markdown_report(results: dict) -> str:
             label = f"{name} (validation)" if extra else name
             lines.append(f"| {label} | {family_of(name)} | " + " | ".join(f"{100 * e:.1f}" for e in row)
                          + f" | {100 * np.mean(row):.1f} | {ce} | {cal} |")
+    lines += ["", *stability_markdown(results)]
     timing = results["timing"]
-    lines += ["", f"Time in cells: {timing['seconds_produce_images']:.1f} s producing corrupted images, "
-                  f"{timing['seconds_model']:.1f} s in the model.", "",
-              "![error heatmap](error_heatmap.png)", "", "![error by family](error_by_family.png)", "",
-              "![reliability](reliability.png)", ""]
+    lines += [f"Time in cells: {timing['seconds_produce_images']:.1f} s producing corrupted images or sequences, "
+              f"{timing['seconds_model']:.1f} s in the model.", ""]
+    if results["corruption_errors"] or results.get("extra_corruption_errors"):
+        lines += ["![error heatmap](error_heatmap.png)", "", "![error by family](error_by_family.png)", ""]
+    lines += ["![reliability](reliability.png)", ""]
     return "\n".join(lines)
 
 
@@ -268,13 +278,16 @@ def write_report(config: Config, results: dict) -> None:
 
     root = config.storage.uri
     storage.write_json(storage.join(root, "results.json"), results)
+    columns = list(dict.fromkeys(key for row in results["cells"] for key in row))  # -C and -P rows differ
     buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(results["cells"]), buffer)
+    pq.write_table(pa.Table.from_pylist([{key: row.get(key) for key in columns} for row in results["cells"]]), buffer)
     storage.write_bytes(storage.join(root, "results.parquet"), buffer.getvalue())
     if results["corruption_errors"] or results.get("extra_corruption_errors"):
         storage.write_bytes(storage.join(root, "error_heatmap.png"), plot_heatmap(results))
         storage.write_bytes(storage.join(root, "error_by_family.png"), plot_families(results))
     storage.write_bytes(storage.join(root, "reliability.png"), plot_reliability(results))
+    if results.get("flip_probabilities"):
+        storage.write_bytes(storage.join(root, STABILITY_PLOT), plot_stability(results))
     storage.write_bytes(storage.join(root, "report.md"), markdown_report(results).encode())
     print(f"report: {storage.join(root, 'report.md')} (results.json, results.parquet, plots beside it)")
 
@@ -310,6 +323,10 @@ def compare_runs(runs: Sequence[str], out: str, names: Sequence[str] | None = No
     ] + [(name, [float(np.mean(r["corruption_errors"][name])) for r in loaded]) for name in corruptions]
     lines = ["# Comparison", "", "| metric (%) | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
     lines += [f"| {metric} | " + " | ".join(_pct(v).rstrip("%") for v in values) + " |" for metric, values in rows]
+    stability = comparison_rows(loaded)  # mFR, mT5D, flip probabilities: printed as they are
+    lines += [f"| {metric} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in values) + " |"
+              for metric, values in stability]
+    rows += stability
     figure, axis = plt.subplots(figsize=(max(6, 0.6 * (len(corruptions) + 2)), 3.6))
     groups = ["clean", *corruptions]
     width = 0.8 / len(loaded)
