@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import yaml
 from augmix.errors import InputError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "jobs" / "configs"
 
@@ -63,6 +63,14 @@ class ModelConfig(_Section):
         from augmix.models import check_model_name
 
         return check_model_name(name)
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from augmix.models import check_model_options
+
+        name = info.data.get("name")
+        return check_model_options(name, options) if name else options
 
 
 class AugMixConfig(_Section):
@@ -327,17 +335,29 @@ def build_config(tree: dict[str, Any], overrides: list[str] = ()) -> Config:
         raise ConfigError(_format_error(error)) from None
 
 
+def _config_text(path: str) -> str:
+    from augmix import storage
+
+    if storage.is_remote(path):
+        if not storage.exists(path):
+            raise ConfigError(f"config file {path!r} not found")
+        return storage.read_bytes(path).decode()
+    file = Path(path)
+    if not file.exists() and (CONFIG_DIR / file.name).exists():
+        file = CONFIG_DIR / file.name
+    if not file.exists():
+        raise ConfigError(f"config file {path!r} not found")
+    return file.read_text()
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Read a YAML file (a path, or a name in jobs/configs/) and apply `a.b=c` overrides."""
+    """Read a YAML file (a path, an s3:// URI such as a sweep's best_config.yaml, or a name in
+    jobs/configs/) and apply `a.b=c` overrides."""
     tree: dict[str, Any] = {}
     if path is not None:
-        file = Path(path)
-        if not file.exists() and (CONFIG_DIR / file.name).exists():
-            file = CONFIG_DIR / file.name
-        if not file.exists():
-            raise ConfigError(f"config file {str(path)!r} not found")
+        text = _config_text(str(path))
         try:
-            tree = yaml.safe_load(file.read_text()) or {}
+            tree = yaml.safe_load(text) or {}
         except yaml.YAMLError as error:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
         if not isinstance(tree, dict):

@@ -211,3 +211,15 @@ def test_wrong_credentials_and_a_missing_bucket_end_in_one_line_naming_the_bucke
     line = _cli_error(["evaluate", "--out", f"s3://{s3_bucket}/eval", "--checkpoint", checkpoint], capsys)
     assert f"access to bucket '{s3_bucket}' denied" in line
     assert "not-the-secret" not in line
+
+
+def test_a_config_is_read_from_s3(s3_bucket):
+    """What a sweep prints (`augmix run --config s3://.../best_config.yaml`) reads as a local file does."""
+    from orchestrator.config import ConfigError, load_config
+
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key="sweep/best_config.yaml",
+                                  Body=b"train:\n  epochs: 7\naugmix:\n  lam: 3.5\n")
+    config = load_config(f"s3://{s3_bucket}/sweep/best_config.yaml", ["train.batch_size=64"])
+    assert (config.train.epochs, config.augmix.lam, config.train.batch_size) == (7, 3.5, 64)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(f"s3://{s3_bucket}/sweep/missing.yaml")
