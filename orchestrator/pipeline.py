@@ -146,7 +146,16 @@ def validation_dataset(table: ImageTable, image_size: int):
 
     clean = decode_batch(table.images, image_size, source=f"{table.source} (validation rows)").numpy()
     arrow = pa.table({"clean": ArrowTensorArray.from_numpy(clean), "label": pa.array(table.labels, type=pa.int64())})
-    return ray.data.from_blocks(blocks_of(arrow, ROWS_PER_BLOCK))  # no Ray task per block (from_arrow has one)
+    dataset = ray.data.from_blocks(blocks_of(arrow, ROWS_PER_BLOCK))  # no Ray task per block (from_arrow has one)
+    return quiet(dataset)
+
+
+def quiet(dataset):
+    """Settings of a validation dataset, scoped to it: read every epoch inside the trainers, where a
+    progress bar per epoch would only fill the log; small blocks so reading and scoring overlap."""
+    dataset.context.enable_progress_bars = False
+    dataset.context.target_max_block_size = TARGET_MAX_BLOCK_BYTES
+    return dataset
 
 
 def large_parquet_files(data: DataConfig) -> list | None:
@@ -210,9 +219,9 @@ def streamed_parquet_datasets(config: Config, files: list) -> PipelineData:
     validation, validation_size = None, 0
     if validation_files:
         validation_size, _ = parquet_rows_and_classes(validation_files, data.label_column)
-        validation = read(validation_files).map_batches(
+        validation = quiet(read(validation_files).map_batches(
             decode_rows, fn_kwargs={"image_size": data.image_size, **names},
-            num_cpus=config.scaling.cpus_per_data_actor, batch_size=config.scaling.data_batch_size)
+            num_cpus=config.scaling.cpus_per_data_actor, batch_size=config.scaling.data_batch_size))
     mode = stage_mode(config.augmix.enabled, config.augmix.jsd, config.augmix.placement)
     return PipelineData(training_stream(config, source), validation, classes, source.size, validation_size,
                         VIEW_COLUMNS[mode])
@@ -220,10 +229,7 @@ def streamed_parquet_datasets(config: Config, files: list) -> PipelineData:
 
 def build_datasets(config: Config) -> PipelineData:
     """Read the source, hold out validation rows, and prepare the training stream."""
-    import ray.data
 
-    context = ray.data.DataContext.get_current()
-    context.target_max_block_size = TARGET_MAX_BLOCK_BYTES
     large_files = large_parquet_files(config.data)
     if large_files:
         return streamed_parquet_datasets(config, large_files)

@@ -205,6 +205,7 @@ def training_dataset(stream: TrainingStream, rank: int, first_epoch: int, last_e
     dataset = ray.data.from_blocks([pieces.slice(i, 1) for i in range(pieces.num_rows)])
     dataset.context.execution_options.preserve_order = True
     dataset.context.target_max_block_size = 8 * 1024 * 1024  # small blocks: map and trainer overlap
+    dataset.context.enable_progress_bars = False  # a run-long bar in a worker's log; the epoch lines say more
     options = {"resources": dict(resources)} if resources else {}
     return dataset.map_batches(stage, fn_constructor_kwargs={"source": stream.source, **stage_kwargs},
                                compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor,
