@@ -25,7 +25,7 @@ from augmix.errors import InputError
 from augmix.perturbations import NOISE_PERTURBATIONS, TEST_PERTURBATIONS, VALIDATION_PERTURBATIONS
 from orchestrator import layout
 from orchestrator.config import Config
-from orchestrator.pipeline import TestSet, load_images  # noqa: F401 - the test set, re-exported for augmix corrupt
+from orchestrator.pipeline import TestSet, load_images
 from orchestrator.report import aggregate, write_report
 from orchestrator.resources import cell_demand, ensure_schedulable
 from workers.evaluate import CLEAN, CellSettings, EvaluationCell, evaluation_task
