@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from augmix.corruptions import CORRUPTIONS, SEVERITIES
 from augmix.perturbations import TEST_PERTURBATIONS
 
 __all__ = [
@@ -42,14 +43,8 @@ __all__ = [
     "video_top5_distances",
 ]
 
-SEVERITIES = 5
-
-IMAGENET_C_CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness",
-    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
+# The 15 test corruptions, in the paper's order (one list, kept with the generators).
+IMAGENET_C_CORRUPTIONS: tuple[str, ...] = CORRUPTIONS
 
 # The ten ImageNet-P test perturbations (Hendrycks & Dietterich 2019, Table 3 of AugMix): one list,
 # kept with the generators.
@@ -106,16 +101,16 @@ def _fraction(value: Any, what: str) -> float:
 
 def _severity_errors(table: Any, name: str, what: str) -> np.ndarray:
     if isinstance(table, (str, bytes)) or not isinstance(table, (Sequence, np.ndarray, torch.Tensor)):
-        raise ValueError(f"{what}[{name!r}] = {table!r} is not a sequence of {SEVERITIES} errors")
+        raise ValueError(f"{what}[{name!r}] = {table!r} is not a sequence of {len(SEVERITIES)} errors")
     values = list(table.tolist() if hasattr(table, "tolist") else table)
-    if len(values) != SEVERITIES:
-        raise ValueError(f"{what}[{name!r}] has {len(values)} severities; allowed: exactly {SEVERITIES}")
+    if len(values) != len(SEVERITIES):
+        raise ValueError(f"{what}[{name!r}] has {len(values)} severities; allowed: exactly {len(SEVERITIES)}")
     return np.array([_fraction(v, f"{what}[{name!r}][{s}]") for s, v in enumerate(values)])
 
 
 def _error_table(errors: Any, what: str) -> dict[str, np.ndarray]:
     if not isinstance(errors, Mapping) or not errors:
-        raise ValueError(f"{what} must be a non-empty mapping corruption -> {SEVERITIES} errors, got {errors!r}")
+        raise ValueError(f"{what} must be a non-empty mapping corruption -> {len(SEVERITIES)} errors, got {errors!r}")
     return {str(name): _severity_errors(row, str(name), what) for name, row in errors.items()}
 
 

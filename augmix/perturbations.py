@@ -29,8 +29,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from augmix.corruptions._common import clipped_zoom, gaussian_blur, motion_blur_filter, poisson, randn
+from augmix.corruptions._common import (
+    PRESETS,
+    clipped_zoom,
+    gaussian_blur,
+    hsv_value_shift,
+    motion_blur_filter,
+    motion_blur_taps,
+    poisson,
+    randn,
+)
 from augmix.corruptions.weather import GRAY_WEIGHTS, WATER_RGB, liquid_strength, smooth_nearest
+# uint8 results: truncated (no slack) where the reference truncates float32 numpy values
+# (np.uint8(x * 255), ToPILImage), rounded where PIL resampling or ImageMagick quantise
+from augmix.image_batch import check_image_batch, to_uint8_rounded, to_uint8_truncated_no_slack
 
 __all__ = ["DIFFICULTIES", "NOISE_PERTURBATIONS", "PERTURBATIONS", "PRESETS", "RANDOM_PERTURBATIONS",
            "TEST_PERTURBATIONS", "VALIDATION_PERTURBATIONS", "default_frames", "perturbation_sequence"]
@@ -48,7 +60,6 @@ PERTURBATIONS: tuple[str, ...] = TEST_PERTURBATIONS + VALIDATION_PERTURBATIONS
 NOISE_PERTURBATIONS: tuple[str, ...] = ("gaussian_noise", "shot_noise", "speckle_noise")
 # Sequences that draw random numbers (the rest are a deterministic function of the image).
 RANDOM_PERTURBATIONS: tuple[str, ...] = NOISE_PERTURBATIONS + ("snow", "spatter")
-PRESETS: tuple[str, ...] = ("cifar", "imagenet")
 DIFFICULTIES = (1, 2, 3)
 
 
@@ -129,7 +140,7 @@ def perturbation_sequence(images: Tensor, name: str, frames: int | None = None, 
     Only RANDOM_PERTURBATIONS draw numbers; `generator` makes them reproducible (noise is drawn on
     the generator's device, so a CPU generator gives the same sequences on CPU and CUDA).
     """
-    _check_images(images)
+    check_image_batch(images, empty_batch=False, empty_images=False)
     _check_choice(name, PERTURBATIONS, "perturbation")
     _check_choice(preset, PRESETS, "preset")
     if difficulty not in DIFFICULTIES or isinstance(difficulty, bool):
@@ -170,24 +181,6 @@ def _check_choice(value: object, allowed: tuple[str, ...], what: str) -> None:
         raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
 
 
-def _check_images(images: object) -> None:
-    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-        described = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images are {described}; allowed: torch.uint8 [B,3,H,W]")
-    if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
-        raise ValueError(f"images have shape {tuple(images.shape)}; allowed: non-empty [B,3,H,W]")
-
-
-# --- helpers -------------------------------------------------------------------------------------
-
-def _truncate(x: Tensor) -> Tensor:
-    """float [0,1] -> uint8 as np.uint8(x * 255) / ToPILImage do: truncation, not rounding."""
-    return (x.clamp(0, 1) * 255.0).to(torch.uint8)
-
-
-def _round(x: Tensor) -> Tensor:
-    """float [0,1] -> uint8 rounded, as PIL resampling and ImageMagick quantisation do."""
-    return (x.clamp(0, 1) * 255.0).round().to(torch.uint8)
 
 
 def _frames_of(x: Tensor, length: int) -> Tensor:
@@ -200,20 +193,20 @@ def _noise_shape(x: Tensor, length: int) -> tuple[int, ...]:
 
 def _gaussian_noise(x: Tensor, length: int, std: float, generator: torch.Generator | None) -> Tensor:
     noise = randn(_noise_shape(x, length), generator, x.device)
-    noisy = _truncate(_frames_of(x, length - 1) + std * noise)
-    return torch.cat([_round(x).unsqueeze(1), noisy], dim=1)
+    noisy = to_uint8_truncated_no_slack(_frames_of(x, length - 1) + std * noise)
+    return torch.cat([to_uint8_rounded(x).unsqueeze(1), noisy], dim=1)
 
 
 def _speckle_noise(x: Tensor, length: int, std: float, generator: torch.Generator | None) -> Tensor:
     frames = _frames_of(x, length - 1)
-    noisy = _truncate(frames + frames * std * randn(_noise_shape(x, length), generator, x.device))
-    return torch.cat([_round(x).unsqueeze(1), noisy], dim=1)
+    noisy = to_uint8_truncated_no_slack(frames + frames * std * randn(_noise_shape(x, length), generator, x.device))
+    return torch.cat([to_uint8_rounded(x).unsqueeze(1), noisy], dim=1)
 
 
 def _shot_noise(x: Tensor, length: int, photons: float, generator: torch.Generator | None) -> Tensor:
     rates = _frames_of(x, length - 1) * photons
-    noisy = _truncate(poisson(rates.contiguous(), generator) / photons)
-    return torch.cat([_round(x).unsqueeze(1), noisy], dim=1)
+    noisy = to_uint8_truncated_no_slack(poisson(rates.contiguous(), generator) / photons)
+    return torch.cat([to_uint8_rounded(x).unsqueeze(1), noisy], dim=1)
 
 
 def _warp(x: Tensor, inverse_maps: Tensor) -> Tensor:
@@ -252,7 +245,7 @@ def _centred_affine_inverse(height: int, width: int, angle_degrees: Tensor, scal
 
 
 def _affine_sequence(x: Tensor, angles: Tensor, scales: Tensor, shifts: Tensor) -> Tensor:
-    return _round(_warp(x, _centred_affine_inverse(x.shape[2], x.shape[3], angles, scales, shifts)))
+    return to_uint8_rounded(_warp(x, _centred_affine_inverse(x.shape[2], x.shape[3], angles, scales, shifts)))
 
 
 def _translate(x: Tensor, values: Tensor, preset: str) -> Tensor:
@@ -287,30 +280,13 @@ def _tilt(x: Tensor, values: Tensor, preset: str) -> Tensor:
     rotate_y = torch.eye(4, dtype=torch.float64).repeat(length, 1, 1)
     rotate_y[:, 0, 0], rotate_y[:, 0, 2], rotate_y[:, 2, 0], rotate_y[:, 2, 2] = cos, -sin, sin, cos
     forward = project @ push @ rotate_x @ rotate_y @ to_plane  # [T,3,3], source -> output pixels
-    return _round(_warp(x, torch.linalg.inv(forward)))
+    return to_uint8_rounded(_warp(x, torch.linalg.inv(forward)))
 
 
 def _brightness(x: Tensor, values: Tensor, preset: str) -> Tensor:
-    """skimage rgb2hsv, V += c (clipped), hsv2rgb: every channel scales by V'/V (black turns grey V')."""
-    x64 = x.to(torch.float64)
-    value = x64.amax(dim=1, keepdim=True).unsqueeze(1)  # [B,1,1,H,W]
+    """skimage rgb2hsv, V += c (clipped), hsv2rgb, one shift per frame: [B,3,H,W] -> [B,T,3,H,W]."""
     shift = values.to(x.device).reshape(1, -1, 1, 1, 1)
-    new_value = (value + shift).clamp(0, 1)
-    ratio = torch.where(value > 0, new_value / value.clamp_min(1e-12), torch.zeros_like(new_value))
-    out = torch.where(value > 0, x64.unsqueeze(1) * ratio, new_value.expand(-1, -1, 3, -1, -1))
-    return _truncate(out)
-
-
-def _motion_taps(radius: float, sigma: float, angles: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """ImageMagick MotionBlurImage's one-sided line kernel: 2 ceil(r) + 1 taps with weights
-    exp(-i^2 / 2 sigma^2) (normalised), tap i at (x + ceil(i cos a - 0.5), y + ceil(i sin a - 0.5))."""
-    taps = 2 * int(math.ceil(radius)) + 1
-    steps = torch.arange(taps, dtype=torch.float64)
-    weights = torch.exp(-steps**2 / (2 * sigma**2))
-    radians = torch.deg2rad(angles).unsqueeze(1)
-    offsets_x = torch.ceil(steps * torch.cos(radians) - 0.5).long()
-    offsets_y = torch.ceil(steps * torch.sin(radians) - 0.5).long()
-    return weights / weights.sum(), offsets_y, offsets_x
+    return to_uint8_truncated_no_slack(hsv_value_shift(x.to(torch.float64).unsqueeze(1), shift, channel_dim=2))
 
 
 def _motion_blur(x: Tensor, values: Tensor, preset: str) -> Tensor:
@@ -320,7 +296,7 @@ def _motion_blur(x: Tensor, values: Tensor, preset: str) -> Tensor:
     additions, each over the whole batch, instead of a dense (4r + 1)^2 convolution.
     """
     radius, sigma = _MOTION_KERNEL[preset]
-    weights, offsets_y, offsets_x = _motion_taps(radius, sigma, values)
+    weights, offsets_y, offsets_x = motion_blur_taps(radius, sigma, values)
     height, width = x.shape[2], x.shape[3]
     pad = weights.numel() - 1
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
@@ -328,7 +304,7 @@ def _motion_blur(x: Tensor, values: Tensor, preset: str) -> Tensor:
     for frame, (rows, cols) in enumerate(zip((offsets_y + pad).tolist(), (offsets_x + pad).tolist())):
         for weight, row, col in zip(weights.tolist(), rows, cols):
             out[:, frame] += weight * padded[:, :, row:row + height, col:col + width]
-    return _round(out)
+    return to_uint8_rounded(out)
 
 
 def _zoom_blur(x: Tensor, length: int) -> Tensor:
@@ -336,7 +312,7 @@ def _zoom_blur(x: Tensor, length: int) -> Tensor:
     scales = 1 + _ZOOM_STEP * torch.arange(length, dtype=torch.float64)
     zeros = torch.zeros_like(scales)
     zoomed = _affine_sequence(x, zeros, scales, zeros)  # PIL rounds each zoom
-    zoomed[:, 0] = _round(x)  # scale 1 is the clean frame itself
+    zoomed[:, 0] = to_uint8_rounded(x)  # scale 1 is the clean frame itself
     return _running_mean(zoomed)
 
 
@@ -365,14 +341,14 @@ def _shear(x: Tensor, values: Tensor, preset: str) -> Tensor:
     maps = torch.eye(3, dtype=torch.float64).repeat(values.numel(), 1, 1)
     maps[:, 0, 1] = slope
     maps[:, 0, 2] = -slope * (height - 1) / 2
-    return _round(_warp(x, maps))
+    return to_uint8_rounded(_warp(x, maps))
 
 
 def _gaussian_blur(x: Tensor, values: Tensor, preset: str) -> Tensor:
     """skimage gaussian (mode nearest, the preset's truncate) per frame's sigma, truncated to uint8."""
     truncate = _BLUR_TRUNCATE[preset]
     frames = [gaussian_blur(x, float(sigma), mode="nearest", truncate=truncate) for sigma in values.tolist()]
-    return _truncate(torch.stack(frames, dim=1))
+    return to_uint8_truncated_no_slack(torch.stack(frames, dim=1))
 
 
 def _whitened(x: Tensor) -> Tensor:
@@ -392,7 +368,7 @@ def _snow(x: Tensor, angles: Tensor, preset: str, generator: torch.Generator | N
     per_frame = angles.to(device=x.device, dtype=torch.float32).repeat(batch)
     layer = motion_blur_filter(field.repeat_interleave(length, dim=0), radius, sigma, per_frame)
     layer = (layer.round().clamp(0, 255) / 255.0).reshape(batch, length, 1, height, width)
-    return _truncate(_whitened(x).unsqueeze(1) + layer + layer.flip(-2, -1))
+    return to_uint8_truncated_no_slack(_whitened(x).unsqueeze(1) + layer + layer.flip(-2, -1))
 
 
 def _drip(field: Tensor, kernel: tuple[float, ...]) -> Tensor:
@@ -420,7 +396,7 @@ def _spatter(x: Tensor, length: int, preset: str, generator: torch.Generator | N
         mask = liquid_strength((field.squeeze(1) * 255.0).floor().clamp(0, 255))
         peak = mask.reshape(batch, -1).amax(dim=1).reshape(batch, 1, 1)
         mask = torch.where(peak > 0, mask / peak.clamp(min=1e-12), torch.zeros_like(mask)) * _SPATTER_STRENGTH
-        frames.append(_truncate(x + mask.unsqueeze(1) * color))
+        frames.append(to_uint8_truncated_no_slack(x + mask.unsqueeze(1) * color))
         field = _drip(field, kernel)
     return torch.stack(frames, dim=1)
 

@@ -17,14 +17,16 @@ import io
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from augmix import storage
 from augmix.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS
 from augmix.errors import InputError
 from augmix.perturbations import NOISE_PERTURBATIONS, TEST_PERTURBATIONS, VALIDATION_PERTURBATIONS
+from orchestrator import layout
 from orchestrator.config import Config
+from orchestrator.pipeline import TestSet, load_images
+from orchestrator.report import aggregate, write_report
 from orchestrator.resources import cell_demand, ensure_schedulable
 from workers.evaluate import CLEAN, CellSettings, EvaluationCell, evaluation_task
 from workers.perturb import PerturbationCell, SequenceSettings, perturbation_task
@@ -34,13 +36,6 @@ Cell = EvaluationCell | PerturbationCell
 
 class EvaluationIncomplete(RuntimeError):
     """Some cells failed after all retries; the finished ones are kept."""
-
-
-@dataclass(frozen=True)
-class TestSet:
-    images: torch.Tensor  # uint8 [N,3,H,W]
-    labels: torch.Tensor  # int64 [N]
-    classes: list[str]
 
 
 @dataclass(frozen=True)
@@ -77,15 +72,15 @@ def p_cells_for(config: Config) -> list[PerturbationCell]:
 
 
 def eval_uri(config: Config) -> str:
-    return storage.join(config.storage.uri, "eval")
+    return layout.eval_uri(config.storage.uri)
 
 
 def cells_uri(config: Config) -> str:
-    return storage.join(eval_uri(config), "cells")
+    return layout.cells_uri(config.storage.uri)
 
 
 def p_cells_uri(config: Config) -> str:
-    return storage.join(eval_uri(config), "p_cells")
+    return layout.p_cells_uri(config.storage.uri)
 
 
 def finished_cells(config: Config) -> set[Cell]:
@@ -99,35 +94,9 @@ def finished_cells(config: Config) -> set[Cell]:
 
 # --- inputs ---------------------------------------------------------------------------------------
 
-def load_images(config: Config, split: str = "test") -> TestSet:
-    """A split as uint8 NCHW: the test split's first eval.limit images, or the training split's
-    first data.limit."""
-    from augmix.datasets import load_split, read_parquet
-
-    data = config.data
-    test = split == "test"
-    limit = config.eval.limit if test else data.limit
-    if test and data.name == "parquet" and data.test_path:
-        table = read_parquet(data.test_path, image_column=data.image_column, label_column=data.label_column,
-                             limit=limit)
-    else:
-        table = load_split(data.name, split, data.path, limit, seed=data.seed, download=data.download,
-                           image_column=data.image_column, label_column=data.label_column,
-                           synthetic_train_size=data.synthetic_train_size,
-                           synthetic_test_size=data.synthetic_test_size, image_size=data.image_size)
-    images = torch.from_numpy(np.ascontiguousarray(table.decoded())).permute(0, 3, 1, 2).contiguous()
-    return TestSet(images, torch.from_numpy(table.labels.astype(np.int64)), list(table.classes))
-
-
-def resolve_model_uri(checkpoint: str) -> str:
-    """Accept the model file itself or a run folder that holds model/model.pt."""
-    if checkpoint.endswith(".pt"):
-        return checkpoint
-    return storage.join(checkpoint, "model", "model.pt")
-
-
 def load_model_file(checkpoint: str) -> ModelFile:
-    uri = resolve_model_uri(checkpoint)
+    """The weights and their digest, from the model file itself or a run folder holding model/model.pt."""
+    uri = layout.resolve_model_uri(checkpoint)
     data = storage.read_bytes(uri)
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
@@ -157,9 +126,9 @@ def sequence_spec(config: Config, model_digest: str) -> dict:
 
 def check_spec(config: Config, model_digest: str) -> None:
     """Record the spec(s) on the first run; refuse to resume cells computed from a different one."""
-    _check_recorded(config, storage.join(eval_uri(config), "spec.json"), evaluation_spec(config, model_digest))
+    _check_recorded(config, layout.spec_uri(config.storage.uri), evaluation_spec(config, model_digest))
     if "p" in config.eval.suites:
-        _check_recorded(config, storage.join(eval_uri(config), "p_spec.json"), sequence_spec(config, model_digest))
+        _check_recorded(config, layout.p_spec_uri(config.storage.uri), sequence_spec(config, model_digest))
 
 
 def _check_recorded(config: Config, uri: str, spec: dict) -> None:
@@ -259,7 +228,6 @@ def run_cells(config: Config, cells: list[Cell], state: dict, test_set: TestSet)
 def evaluate(config: Config, checkpoint: str, address: str | None = None) -> dict:
     """Score every missing cell, then aggregate all cells into results.json, Parquet, report, plots."""
     from orchestrator.ray_session import ensure_ray
-    from orchestrator.report import aggregate, write_report
 
     model = load_model_file(checkpoint)
     storage.check_writable(config.storage.uri)

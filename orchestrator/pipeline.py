@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
-from augmix.datasets import load_split
+from augmix.datasets import load_split, read_parquet
 from augmix.datasets.parquet import parquet_files, parse_classes, split_location
 from augmix.datasets.split import train_validation_split
 from augmix.datasets.table import ImageTable
@@ -61,6 +62,42 @@ def read_training_table(data: DataConfig) -> ImageTable:
     return load_split(data.name, "train", data.path, limit=data.limit, download=data.download,
                       image_column=data.image_column, label_column=data.label_column, seed=data.seed,
                       synthetic_train_size=data.synthetic_train_size, image_size=data.image_size)
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """A split decoded once on the driver for scoring (evaluation cells, `augmix corrupt`)."""
+
+    images: torch.Tensor  # uint8 [N,3,H,W]
+    labels: torch.Tensor  # int64 [N]
+    classes: list[str]
+
+
+def read_test_table(data: DataConfig, limit: int) -> ImageTable:
+    """The test split of the configured source, first `limit` rows (all when 0): `data.test_path`
+    when a Parquet source names one, else the source's own test split."""
+    if data.name == "parquet" and data.test_path:
+        return read_parquet(data.test_path, image_column=data.image_column, label_column=data.label_column,
+                            limit=limit)
+    return load_split(data.name, "test", data.path, limit, seed=data.seed, download=data.download,
+                      image_column=data.image_column, label_column=data.label_column,
+                      synthetic_train_size=data.synthetic_train_size,
+                      synthetic_test_size=data.synthetic_test_size, image_size=data.image_size)
+
+
+def load_images(config: Config, split: str = "test") -> TestSet:
+    """A split as uint8 NCHW: the test split's first eval.limit images, or the training split's
+    first data.limit."""
+    data = config.data
+    if split == "test":
+        table = read_test_table(data, config.eval.limit)
+    else:
+        table = load_split(data.name, split, data.path, data.limit, seed=data.seed, download=data.download,
+                           image_column=data.image_column, label_column=data.label_column,
+                           synthetic_train_size=data.synthetic_train_size,
+                           synthetic_test_size=data.synthetic_test_size, image_size=data.image_size)
+    images = torch.from_numpy(np.ascontiguousarray(table.decoded())).permute(0, 3, 1, 2).contiguous()
+    return TestSet(images, torch.from_numpy(table.labels.astype(np.int64)), list(table.classes))
 
 
 def split_tables(table: ImageTable, fraction: float, seed: int) -> tuple[ImageTable, ImageTable | None]:

@@ -16,14 +16,12 @@ from augmix import storage
 from augmix.corruptions import CORRUPTION_FAMILIES, CORRUPTIONS, EXTRA_CORRUPTIONS
 from augmix.errors import InputError, MissingInput
 from augmix.metrics import corruption_summary, rms_calibration_error
+from orchestrator import layout
 from orchestrator.config import Config
-from orchestrator.stability import PLOT as STABILITY_PLOT
+from orchestrator.plots import figure_png, pyplot
 from orchestrator.stability import comparison_rows, plot_stability, stability_markdown, stability_results
 from workers.evaluate import CLEAN, EvaluationCell, decode_result
 from workers.perturb import PerturbationCell
-
-PLOTS = ("error_heatmap.png", "error_by_family.png", "reliability.png")
-
 
 def code_version() -> str:
     """Package version plus the git commit when running from a checkout."""
@@ -49,9 +47,8 @@ def family_of(corruption: str) -> str:
 
 
 def load_cells(config: Config, cells: Sequence[EvaluationCell]) -> dict[EvaluationCell, dict]:
-    from orchestrator.evaluation import cells_uri
-
-    return {cell: decode_result(storage.read_bytes(storage.join(cells_uri(config), cell.file_name))) for cell in cells}
+    folder = layout.cells_uri(config.storage.uri)
+    return {cell: decode_result(storage.read_bytes(storage.join(folder, cell.file_name))) for cell in cells}
 
 
 def _error_table(results: dict[EvaluationCell, dict], names: Sequence[str], severities: Sequence[int]) -> dict:
@@ -156,21 +153,8 @@ def _reliability(results: dict[EvaluationCell, dict], names: Sequence[str], seve
 
 # --- writing -----------------------------------------------------------------------------------------
 
-def _png(figure) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
 def plot_heatmap(results: dict) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     table = {**results["corruption_errors"], **results.get("extra_corruption_errors", {})}
     names = list(table)
     values = np.array([table[n] for n in names]) * 100
@@ -184,15 +168,11 @@ def plot_heatmap(results: dict) -> bytes:
                   color="white" if value > values.max() * 0.6 else "black")
     figure.colorbar(image, ax=axis, label="top-1 error (%)")
     axis.set_title(f"error by corruption and severity (clean {100 * (results['clean_error'] or 0):.1f}%)")
-    return _png(figure)
+    return figure_png(figure)
 
 
 def plot_families(results: dict) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     families = [f for f in ("noise", "blur", "weather", "digital")
                 if any(n in results["corruption_errors"] for n in CORRUPTION_FAMILIES.get(f, ()))]
     figure, axes = plt.subplots(1, max(1, len(families)), figsize=(4 * max(1, len(families)), 3.4), sharey=True)
@@ -207,15 +187,11 @@ def plot_families(results: dict) -> bytes:
         axis.set_xlabel("severity")
         axis.legend(fontsize=7)
     axes[0].set_ylabel("top-1 error (%)")
-    return _png(figure)
+    return figure_png(figure)
 
 
 def plot_reliability(results: dict) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(4.2, 4.2))
     axis.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="perfect calibration")
     for name, curve in results["reliability"].items():
@@ -227,7 +203,7 @@ def plot_reliability(results: dict) -> bytes:
     rms = results["rms_calibration_error"]
     axis.set_title(f"reliability (RMS cal. err. clean {_pct(rms['clean'])}, corrupted {_pct(rms['corrupted'])})", fontsize=8)
     axis.legend(fontsize=7)
-    return _png(figure)
+    return figure_png(figure)
 
 
 def _pct(value: float | None) -> str:
@@ -266,8 +242,8 @@ def markdown_report(results: dict) -> str:
     lines += [f"Time in cells: {timing['seconds_produce_images']:.1f} s producing corrupted images or sequences, "
               f"{timing['seconds_model']:.1f} s in the model.", ""]
     if results["corruption_errors"] or results.get("extra_corruption_errors"):
-        lines += ["![error heatmap](error_heatmap.png)", "", "![error by family](error_by_family.png)", ""]
-    lines += ["![reliability](reliability.png)", ""]
+        lines += [f"![error heatmap]({layout.HEATMAP_PLOT})", "", f"![error by family]({layout.FAMILY_PLOT})", ""]
+    lines += [f"![reliability]({layout.RELIABILITY_PLOT})", ""]
     return "\n".join(lines)
 
 
@@ -277,30 +253,26 @@ def write_report(config: Config, results: dict) -> None:
     import pyarrow.parquet as pq
 
     root = config.storage.uri
-    storage.write_json(storage.join(root, "results.json"), results)
+    storage.write_json(layout.at(root, layout.RESULTS_JSON), results)
     columns = list(dict.fromkeys(key for row in results["cells"] for key in row))  # -C and -P rows differ
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist([{key: row.get(key) for key in columns} for row in results["cells"]]), buffer)
-    storage.write_bytes(storage.join(root, "results.parquet"), buffer.getvalue())
+    storage.write_bytes(layout.at(root, layout.RESULTS_PARQUET), buffer.getvalue())
     if results["corruption_errors"] or results.get("extra_corruption_errors"):
-        storage.write_bytes(storage.join(root, "error_heatmap.png"), plot_heatmap(results))
-        storage.write_bytes(storage.join(root, "error_by_family.png"), plot_families(results))
-    storage.write_bytes(storage.join(root, "reliability.png"), plot_reliability(results))
+        storage.write_bytes(layout.at(root, layout.HEATMAP_PLOT), plot_heatmap(results))
+        storage.write_bytes(layout.at(root, layout.FAMILY_PLOT), plot_families(results))
+    storage.write_bytes(layout.at(root, layout.RELIABILITY_PLOT), plot_reliability(results))
     if results.get("flip_probabilities"):
-        storage.write_bytes(storage.join(root, STABILITY_PLOT), plot_stability(results))
-    storage.write_bytes(storage.join(root, "report.md"), markdown_report(results).encode())
-    print(f"report: {storage.join(root, 'report.md')} (results.json, results.parquet, plots beside it)")
+        storage.write_bytes(layout.at(root, layout.STABILITY_PLOT), plot_stability(results))
+    storage.write_bytes(layout.at(root, layout.REPORT), markdown_report(results).encode())
+    print(f"report: {layout.at(root, layout.REPORT)} (results.json, results.parquet, plots beside it)")
 
 
 # --- comparing runs -----------------------------------------------------------------------------
 
 def compare_runs(runs: Sequence[str], out: str, names: Sequence[str] | None = None) -> dict:
     """One table and one plot comparing finished runs (e.g. standard vs AugMix)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if len(runs) < 2:
         raise InputError(f"augmix report needs two or more runs to compare, got {len(runs)}")
     labels = list(names) if names else [Path(r.rstrip("/")).name or r for r in runs]
@@ -308,7 +280,7 @@ def compare_runs(runs: Sequence[str], out: str, names: Sequence[str] | None = No
         raise InputError(f"--names gives {len(labels)} labels for {len(runs)} runs")
     loaded = []
     for run in runs:
-        uri = run if run.endswith(".json") else storage.join(run, "results.json")
+        uri = layout.results_uri(run)
         if not storage.exists(uri):
             raise MissingInput(f"{uri} not found: evaluate the run first (augmix evaluate / augmix run)")
         loaded.append(storage.read_json(uri))
@@ -336,11 +308,12 @@ def compare_runs(runs: Sequence[str], out: str, names: Sequence[str] | None = No
     axis.set_xticks(np.arange(len(groups)) + width * (len(loaded) - 1) / 2, groups, rotation=60, ha="right", fontsize=7)
     axis.set_ylabel("error (%), mean over severities")
     axis.legend()
-    storage.write_bytes(storage.join(out, "comparison.png"), _png(figure))
-    lines += ["", "![comparison](comparison.png)", ""]
-    storage.write_bytes(storage.join(out, "comparison.md"), "\n".join(lines).encode())
+    markdown, png, json = layout.COMPARISON
+    storage.write_bytes(layout.at(out, png), figure_png(figure))
+    lines += ["", f"![comparison]({png})", ""]
+    storage.write_bytes(layout.at(out, markdown), "\n".join(lines).encode())
     table = {"runs": list(runs), "names": labels, "rows": {metric: values for metric, values in rows}}
-    storage.write_json(storage.join(out, "comparison.json"), table)
+    storage.write_json(layout.at(out, json), table)
     print("\n".join(lines[:len(rows) + 4]))
     print(f"comparison written to {out}")
     return table

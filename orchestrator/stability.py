@@ -21,17 +21,14 @@ from augmix import storage
 from augmix.errors import InputError, MissingInput
 from augmix.metrics import flip_rate_summary
 from augmix.perturbations import NOISE_PERTURBATIONS, TEST_PERTURBATIONS, VALIDATION_PERTURBATIONS
+from orchestrator import layout
 from orchestrator.config import Config
+from orchestrator.plots import figure_png, pyplot
 from workers.perturb import PerturbationCell, decode_sequence_result
 
-PLOT = "stability.png"
-
-
 def load_p_cells(config: Config, cells: Sequence[PerturbationCell]) -> dict[PerturbationCell, dict]:
-    from orchestrator.evaluation import p_cells_uri
-
-    return {cell: decode_sequence_result(storage.read_bytes(storage.join(p_cells_uri(config), cell.file_name)))
-            for cell in cells}
+    folder = layout.p_cells_uri(config.storage.uri)
+    return {cell: decode_sequence_result(storage.read_bytes(storage.join(folder, cell.file_name))) for cell in cells}
 
 
 def load_baseline(uri: str | None) -> dict[str, dict[str, float] | None]:
@@ -128,18 +125,12 @@ def stability_markdown(results: dict) -> list[str]:
         rate = rates.get(name) if _headline(row, results["p_difficulty"]) else None
         lines.append(f"| {label} | {row['difficulty']} | {row['frames']} | {100 * row['flip_probability']:.2f} | "
                      f"{_number(rate, 1 if normalised else 100)} | {_number(row['top5_distance'], 1, 3)} |")
-    return lines + ["", f"![stability]({PLOT})", ""]
+    return lines + ["", f"![stability]({layout.STABILITY_PLOT})", ""]
 
 
 def plot_stability(results: dict) -> bytes:
     """Flip probability and top-5 distance per perturbation (headline difficulty), two panels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from orchestrator.report import _png
-
+    plt = pyplot()
     names = [*results["flip_probabilities"], *results["extra_flip_probabilities"]]
     flips = [{**results["flip_probabilities"], **results["extra_flip_probabilities"]}[n] * 100 for n in names]
     distances = [{**results["top5_distances"], **results["extra_top5_distances"]}[n] or 0.0 for n in names]
@@ -151,7 +142,7 @@ def plot_stability(results: dict) -> bytes:
         axis.set_ylabel(label)
     axes[0].set_title(f"mFR {_number(results['mfr'], 1 if results['p_baseline'] else 100)} (grey: validation)", fontsize=8)
     axes[1].set_title(f"mT5D {_number(results['mt5d'])}", fontsize=8)
-    return _png(figure)
+    return figure_png(figure)
 
 
 def comparison_rows(loaded: Sequence[dict]) -> list[tuple[str, list[float | None]]]:

@@ -15,13 +15,13 @@ from typing import Any
 import torch
 
 from augmix import storage
+from orchestrator import layout
 from orchestrator.config import Config
 from orchestrator.pipeline import PipelineData, augment_stage_kwargs, build_datasets
 from orchestrator.ray_session import ensure_ray
 from orchestrator.resources import ensure_schedulable, training_demands
 from workers.train_loop import CHECKPOINT_FILE, Hook, LoopRuntime, load_checkpoint_file, train_loop_per_worker
 
-MODEL_FILE = "model.pt"
 SCALING_HINT = ("lower scaling.cpus_per_worker / cpus_per_data_actor / data_actors, set scaling.use_gpu=false, "
                 "drop resources no node has from scaling.trainer_resources / data_resources, or use a cluster that has them")
 
@@ -39,11 +39,12 @@ class TrainingResult:
 
 def run_storage_uri(config: Config) -> str:
     """The RunConfig storage_path: `<storage.uri>/train` (absolute for local paths)."""
-    return storage.absolute(storage.join(config.storage.uri, "train"))
+    return storage.absolute(layout.train_uri(config.storage.uri))
 
 
 def model_uri(config: Config) -> str:
-    return storage.join(storage.absolute(config.storage.uri), "model", MODEL_FILE)
+    """`<storage.uri>/model/model.pt`, absolute for local paths (the evaluation may run elsewhere)."""
+    return layout.model_uri(storage.absolute(config.storage.uri))
 
 
 def build_run_config(config: Config, callbacks: list | None = None, name: str | None = None,

@@ -19,6 +19,7 @@ import torch
 
 from augmix.datasets.table import check_labels
 from augmix.errors import BadRow, InputError
+from augmix.image_batch import to_uint8_rounded
 from augmix.mix import AugMix
 from workers.memory import retain_freed_memory
 from workers.training_data import PIECE_COLUMNS, PieceReader, piece_seed
@@ -56,11 +57,6 @@ def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: 
     b = torch.arange(batch, device=images.device).view(batch, 1, 1, 1)
     c = torch.arange(channels, device=images.device).view(1, channels, 1, 1)
     return padded[b, c, rows.view(batch, 1, height, 1), cols.view(batch, 1, 1, width)]
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float [0,1] → uint8, rounded to the nearest level."""
-    return images.mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
 
 
 def decode_batch(images: np.ndarray, image_size: int, source: str = "batch") -> torch.Tensor:
@@ -185,10 +181,10 @@ class AugmentStage:
         if self.mode == "clean":
             out["clean"] = images.numpy()
         elif self.mode == "single":
-            out["aug1"] = to_uint8(self.augmix(images, generator)).numpy()
+            out["aug1"] = to_uint8_rounded(self.augmix(images, generator)).numpy()
         else:
             _, aug1, aug2 = self.augmix.triple(images, generator)
             out["clean"] = images.numpy()
-            out["aug1"] = to_uint8(aug1).numpy()
-            out["aug2"] = to_uint8(aug2).numpy()
+            out["aug1"] = to_uint8_rounded(aug1).numpy()
+            out["aug2"] = to_uint8_rounded(aug2).numpy()
         return out

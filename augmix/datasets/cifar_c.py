@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow.fs as pafs
 from numpy.lib import format as npy_format
 
+from augmix.corruptions._common import SEVERITIES
 from augmix.datasets.fs import Location, is_uri, locate
 from augmix.errors import InputError, MissingInput
 
-SEVERITIES = (1, 2, 3, 4, 5)
 LABELS_FILE = "labels.npy"
 HEADER_PREFIX_BYTES = 10  # magic (6) + version (2) + header length (2, version 1.0)
 
