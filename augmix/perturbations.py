@@ -336,7 +336,7 @@ def _running_mean(frames: Tensor) -> Tensor:
 def _shear(x: Tensor, values: Tensor, preset: str) -> Tensor:
     """torchvision affine(shear=s degrees) about the centre: output (col, row) samples the input at
     col + tan(s) (row - centre), row (PIL's inverse affine map)."""
-    height, width = x.shape[2], x.shape[3]
+    height = x.shape[2]
     slope = torch.tan(torch.deg2rad(values))
     maps = torch.eye(3, dtype=torch.float64).repeat(values.numel(), 1, 1)
     maps[:, 0, 1] = slope

@@ -30,7 +30,7 @@ from augmix.corruptions import CORRUPTIONS, SEVERITIES
 from augmix.models import build_model
 from orchestrator.config import build_config
 from orchestrator.evaluation import TestSet, cells_for, run_cells
-from workers.evaluate import CLEAN, CellSettings, EvaluationCell, corrupted_chunks, load_model, score_cell
+from workers.evaluate import CellSettings, EvaluationCell, corrupted_chunks, load_model, score_cell
 
 CIFAR_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 FULL_IMAGES = 10_000

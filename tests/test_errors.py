@@ -3,9 +3,7 @@ and a user's error raised inside a Ray worker reaches the terminal as one line (
 dataset row and the image's path."""
 from __future__ import annotations
 
-import io
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest

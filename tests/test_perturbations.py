@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from augmix.perturbations import (
-    NOISE_PERTURBATIONS,
     PERTURBATIONS,
     RANDOM_PERTURBATIONS,
     TEST_PERTURBATIONS,

@@ -29,7 +29,6 @@ from augmix.corruptions._common import (
     clipped_zoom,
     gaussian_kernel1d,
     motion_blur_filter,
-    pad,
     rand,
     randn,
     severity_constant,
