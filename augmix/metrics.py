@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from augmix.corruptions import CORRUPTIONS, SEVERITIES
+from augmix.perturbations import TEST_PERTURBATIONS
+
 __all__ = [
     "ALEXNET_CLEAN_ERROR",
     "ALEXNET_ERRORS",
@@ -36,22 +39,16 @@ __all__ = [
     "rms_calibration_error",
     "sequence_stability",
     "top5_distance",
+    "video_flips",
+    "video_top5_distances",
 ]
 
-SEVERITIES = 5
+# The 15 test corruptions, in the paper's order (one list, kept with the generators).
+IMAGENET_C_CORRUPTIONS: tuple[str, ...] = CORRUPTIONS
 
-IMAGENET_C_CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness",
-    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
-
-# The ten ImageNet-P test perturbations (Hendrycks & Dietterich 2019, Table 3 of AugMix).
-IMAGENET_P_PERTURBATIONS: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "snow",
-    "brightness", "translate", "rotate", "tilt", "scale",
-)
+# The ten ImageNet-P test perturbations (Hendrycks & Dietterich 2019, Table 3 of AugMix): one list,
+# kept with the generators.
+IMAGENET_P_PERTURBATIONS: tuple[str, ...] = TEST_PERTURBATIONS
 
 # AlexNet top-1 errors on ImageNet-C, severities 1..5, as fractions. Per-severity values as
 # published in timm's ImageNet-C utilities (pytorch-image-models, `imagenetc_alexnet_error_rates_list`,
@@ -104,16 +101,16 @@ def _fraction(value: Any, what: str) -> float:
 
 def _severity_errors(table: Any, name: str, what: str) -> np.ndarray:
     if isinstance(table, (str, bytes)) or not isinstance(table, (Sequence, np.ndarray, torch.Tensor)):
-        raise ValueError(f"{what}[{name!r}] = {table!r} is not a sequence of {SEVERITIES} errors")
+        raise ValueError(f"{what}[{name!r}] = {table!r} is not a sequence of {len(SEVERITIES)} errors")
     values = list(table.tolist() if hasattr(table, "tolist") else table)
-    if len(values) != SEVERITIES:
-        raise ValueError(f"{what}[{name!r}] has {len(values)} severities; allowed: exactly {SEVERITIES}")
+    if len(values) != len(SEVERITIES):
+        raise ValueError(f"{what}[{name!r}] has {len(values)} severities; allowed: exactly {len(SEVERITIES)}")
     return np.array([_fraction(v, f"{what}[{name!r}][{s}]") for s, v in enumerate(values)])
 
 
 def _error_table(errors: Any, what: str) -> dict[str, np.ndarray]:
     if not isinstance(errors, Mapping) or not errors:
-        raise ValueError(f"{what} must be a non-empty mapping corruption -> {SEVERITIES} errors, got {errors!r}")
+        raise ValueError(f"{what} must be a non-empty mapping corruption -> {len(SEVERITIES)} errors, got {errors!r}")
     return {str(name): _severity_errors(row, str(name), what) for name, row in errors.items()}
 
 
@@ -274,18 +271,27 @@ def _as_tensor(values: Any, what: str, ndim: int) -> torch.Tensor:
     return tensor
 
 
-def flip_probability(predictions: Any, noise: bool = False, step: int = 1) -> float:
-    """Probability that the top-1 prediction changes between compared frames of a -P sequence.
+def video_flips(predictions: Any, noise: bool = False, step: int = 1) -> np.ndarray:
+    """Per video, the share of compared frame pairs whose top-1 prediction differs: float64 [N].
 
     predictions: integer class ids [N videos, T frames]. noise=True compares frames 1..T-1 with frame 0;
     otherwise frame t with frame t-step (step = the ImageNet-P difficulty, 1 for the benchmark).
-    Averaged per video, then over videos (every video has the same number of pairs).
+    Kept per video so that cells scored in chunks (or on several workers) average exactly.
     """
     labels = _as_tensor(predictions, "predictions", 2)
     if labels.is_floating_point():
         raise ValueError(f"predictions has dtype {labels.dtype}; allowed: integer class ids (argmax of logits)")
     reference, current = _frame_pairs(labels.shape[1], noise, step)
-    return float((labels[:, current] != labels[:, reference]).double().mean())
+    return (labels[:, current] != labels[:, reference]).double().mean(dim=1).cpu().numpy()
+
+
+def flip_probability(predictions: Any, noise: bool = False, step: int = 1) -> float:
+    """Probability that the top-1 prediction changes between compared frames of a -P sequence.
+
+    Averaged per video, then over videos (every video has the same number of pairs), as
+    ImageNet-P/test.py's flip_prob; see video_flips for the frame pairs.
+    """
+    return float(video_flips(predictions, noise=noise, step=step).mean())
 
 
 def class_rankings(logits: Any) -> torch.Tensor:
@@ -303,15 +309,8 @@ def class_rankings(logits: Any) -> torch.Tensor:
     return ranks.scatter_(-1, order, positions)
 
 
-def top5_distance(rankings: Any, noise: bool = False, step: int = 1) -> float:
-    """Mean top-5 distance between compared frames of -P sequences (Hendrycks & Dietterich 2019).
-
-    rankings: [N, T, C] 1-based class ranks per frame (class_rankings(logits)). For a frame pair, take
-    the reference frame's top-5 classes in order, look up their ranks s_1..s_5 in the other frame, and
-    count sum_k |k - min(s_k, 6)|: how far the top-5 list moved, ranks beyond 5 counting as 6. This is
-    the closed form of the paper's double sum (and of `dist(..., 'top5')` in ImageNet-P/test.py).
-    Frame pairs as in flip_probability.
-    """
+def video_top5_distances(rankings: Any, noise: bool = False, step: int = 1) -> np.ndarray:
+    """Per video, the mean top-5 distance over its compared frame pairs: float64 [N] (see top5_distance)."""
     ranks = _as_tensor(rankings, "rankings", 3)
     classes = ranks.shape[-1]
     if classes < 5:
@@ -323,7 +322,19 @@ def top5_distance(rankings: Any, noise: bool = False, step: int = 1) -> float:
     top5 = torch.argsort(ranks[:, reference].long(), dim=-1)[..., :5]
     moved = torch.gather(ranks[:, current].long(), -1, top5).clamp(max=6)
     distance = (moved - torch.arange(1, 6, device=ranks.device)).abs().sum(-1)
-    return float(distance.double().mean())
+    return distance.double().mean(dim=1).cpu().numpy()
+
+
+def top5_distance(rankings: Any, noise: bool = False, step: int = 1) -> float:
+    """Mean top-5 distance between compared frames of -P sequences (Hendrycks & Dietterich 2019).
+
+    rankings: [N, T, C] 1-based class ranks per frame (class_rankings(logits)). For a frame pair, take
+    the reference frame's top-5 classes in order, look up their ranks s_1..s_5 in the other frame, and
+    count sum_k |k - min(s_k, 6)|: how far the top-5 list moved, ranks beyond 5 counting as 6. This is
+    the closed form of the paper's double sum (and of `dist(..., 'top5')` in ImageNet-P/test.py).
+    Frame pairs as in flip_probability.
+    """
+    return float(video_top5_distances(rankings, noise=noise, step=step).mean())
 
 
 def sequence_stability(logits: Any, perturbation: str, step: int = 1) -> dict[str, float]:

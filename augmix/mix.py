@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from augmix import ops as augmix_ops
+from augmix.image_batch import check_image_batch
 
 OPS_WITHOUT_MAGNITUDE = frozenset({"autocontrast", "equalize"})
 DEFAULT_MAX_DEPTH = 3  # depth=-1 draws each chain's depth uniformly from 1..DEFAULT_MAX_DEPTH
@@ -142,15 +143,6 @@ def sample_augmix_plan(
     level = MIN_LEVEL + (float(severity) - MIN_LEVEL) * uniform
     sign = torch.where(torch.rand((batch, width, max_depth), generator=generator, device=device) < 0.5, -1.0, 1.0)
     return AugMixPlan(tuple(ops), op_index, level, sign, chain_weights, skip_weight)
-
-
-def _check_images(images: Tensor) -> None:
-    if not isinstance(images, Tensor):
-        raise ValueError(f"images must be a torch.uint8 tensor [B,3,H,W], got {type(images).__name__}")
-    if images.dtype != torch.uint8:
-        raise ValueError(f"images must have dtype torch.uint8 [B,3,H,W], got {images.dtype}")
-    if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] < 1 or images.shape[3] < 1:
-        raise ValueError(f"images must have shape [B,3,H,W], got {tuple(images.shape)}")
 
 
 def _plan_magnitudes(ops: Sequence[str], op_index: Tensor, level: Tensor, sign: Tensor, height: int,
@@ -304,7 +296,7 @@ def _to_unit_float(images: Tensor) -> Tensor:
 
 def apply_plan(images: Tensor, plan: AugMixPlan) -> Tensor:
     """Run one sampled plan on uint8 [B,3,H,W] images; float32 [B,3,H,W] in [0, 1]."""
-    _check_images(images)
+    check_image_batch(images, empty_images=False)
     return _augment_views(images, [plan])[0]
 
 
@@ -341,13 +333,13 @@ class AugMix:
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One AugMix view, float32 [B,3,H,W] in [0, 1]."""
-        _check_images(images)
+        check_image_batch(images, empty_images=False)
         plan = self.sample_plan(images.shape[0], generator)
         return _augment_views(images, [plan])[0]
 
     def triple(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """(clean, aug1, aug2) for the JSD loss; aug1 equals __call__ with the same generator state."""
-        _check_images(images)
+        check_image_batch(images, empty_images=False)
         plans = [self.sample_plan(images.shape[0], generator), self.sample_plan(images.shape[0], generator)]
         aug1, aug2 = _augment_views(images, plans)
         return _to_unit_float(images), aug1, aug2

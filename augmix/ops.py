@@ -15,6 +15,8 @@ from typing import Callable
 
 import torch
 
+from augmix.image_batch import check_image_batch
+
 __all__ = [
     "AUGMENTATIONS",
     "AUGMENTATIONS_ALL",
@@ -57,15 +59,6 @@ _ENHANCE_OPS = frozenset({"color", "contrast", "brightness", "sharpness"})
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_images(images: torch.Tensor) -> None:
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"images must be a torch.Tensor of dtype uint8, got {type(images).__name__}")
-    if images.dtype != torch.uint8:
-        raise ValueError(f"images dtype {images.dtype} is not allowed; expected torch.uint8")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images shape {tuple(images.shape)} is not allowed; expected [B,3,H,W]")
 
 
 def _as_magnitude(magnitude: torch.Tensor | float, images: torch.Tensor, name: str) -> torch.Tensor:
@@ -156,7 +149,7 @@ def _apply_channel_lut(images: torch.Tensor, lut: torch.Tensor, index: torch.Ten
 
 def autocontrast(images: torch.Tensor) -> torch.Tensor:
     """ImageOps.autocontrast(img): per channel, stretch [lo, hi] to [0, 255] via PIL's double-precision LUT."""
-    _check_images(images)
+    check_image_batch(images)
     return _autocontrast(images)
 
 
@@ -193,7 +186,7 @@ def equalize(images: torch.Tensor) -> torch.Tensor:
 
     step > 0 implies at least two levels are present, PIL's other condition.
     """
-    _check_images(images)
+    check_image_batch(images)
     return _equalize(images)
 
 
@@ -231,7 +224,7 @@ def _equalize(images: torch.Tensor, magnitude: torch.Tensor | None = None) -> to
 
 def posterize(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """ImageOps.posterize(img, bits): keep the top `bits` bits (0..8; 0 gives black, as `i & ~255`)."""
-    _check_images(images)
+    check_image_batch(images)
     bits = _as_magnitude(magnitude, images, "posterize bits")
     bad = (bits != bits.round()) | (bits < 0) | (bits > 8)
     if bool(bad.any()):
@@ -250,7 +243,7 @@ def solarize(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     Inverting is `p ^ 255`, so the op is `p ^ mask` with mask 255 where p >= threshold: the sign bit
     of p - threshold in int16 gives the mask without a compare-and-select (torch.where on uint8 is slow).
     """
-    _check_images(images)
+    check_image_batch(images)
     return _solarize(images, _as_magnitude(magnitude, images, "solarize threshold"))
 
 
@@ -422,7 +415,7 @@ def _pixel_centres(count: int, device: torch.device) -> torch.Tensor:
 
 def rotate(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.rotate(degrees, resample=BILINEAR): counter-clockwise about the centre, with PIL's matrix."""
-    _check_images(images)
+    check_image_batch(images)
     return _rotate(images, _as_magnitude(magnitude, images, "rotate degrees"))
 
 
@@ -503,7 +496,7 @@ def _rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
 
 def shear_x(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, s, 0, 0, 1, 0), BILINEAR): row y moves by s (y + .5)."""
-    _check_images(images)
+    check_image_batch(images)
     return _shear_x(images, _as_magnitude(magnitude, images, "shear_x coefficient"))
 
 
@@ -514,7 +507,7 @@ def _shear_x(images: torch.Tensor, shear: torch.Tensor) -> torch.Tensor:
 
 def shear_y(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, 0, 0, s, 1, 0), BILINEAR): column x moves by s (x + .5)."""
-    _check_images(images)
+    check_image_batch(images)
     return _shear_y(images, _as_magnitude(magnitude, images, "shear_y coefficient"))
 
 
@@ -525,7 +518,7 @@ def _shear_y(images: torch.Tensor, shear: torch.Tensor) -> torch.Tensor:
 
 def translate_x(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, 0, t, 0, 1, 0), BILINEAR): output pixel x shows source x + t."""
-    _check_images(images)
+    check_image_batch(images)
     return _translate_x(images, _as_magnitude(magnitude, images, "translate_x pixels"))
 
 
@@ -535,7 +528,7 @@ def _translate_x(images: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
 
 def translate_y(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image.transform(size, AFFINE, (1, 0, 0, 0, 1, t), BILINEAR): output pixel y shows source y + t."""
-    _check_images(images)
+    check_image_batch(images)
     return _translate_y(images, _as_magnitude(magnitude, images, "translate_y pixels"))
 
 
@@ -562,7 +555,7 @@ def _luminance(images: torch.Tensor) -> torch.Tensor:
 
 def color(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """ImageEnhance.Color(img).enhance(factor): blend with the L-grayscale copy."""
-    _check_images(images)
+    check_image_batch(images)
     return _color(images, _as_magnitude(magnitude, images, "color factor"))
 
 
@@ -572,7 +565,7 @@ def _color(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 def contrast(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """ImageEnhance.Contrast(img).enhance(factor): blend with the image's rounded mean L level."""
-    _check_images(images)
+    check_image_batch(images)
     return _contrast(images, _as_magnitude(magnitude, images, "contrast factor"))
 
 
@@ -585,7 +578,7 @@ def _contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 def brightness(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """ImageEnhance.Brightness(img).enhance(factor): blend with black."""
-    _check_images(images)
+    check_image_batch(images)
     return _brightness(images, _as_magnitude(magnitude, images, "brightness factor"))
 
 
@@ -599,7 +592,7 @@ def sharpness(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     SMOOTH is the 3x3 kernel (1,1,1;1,5,1;1,1,1)/13 rounded to nearest; the exact sum S/13 never
     sits on a half, so the integer (S + 6) // 13 equals PIL's float result.
     """
-    _check_images(images)
+    check_image_batch(images)
     return _sharpness(images, _as_magnitude(magnitude, images, "sharpness factor"))
 
 

@@ -16,8 +16,10 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from augmix.errors import InputError, MissingInput
 
-class StorageError(OSError):
+
+class StorageError(InputError, OSError):
     """A storage failure explained in one line (bucket, what failed, what to check)."""
 
 
@@ -101,7 +103,7 @@ def read_bytes(uri: str) -> bytes:
     except FileNotFoundError:
         if uri.startswith("s3://"):
             check_bucket(uri)  # S3 reports a missing bucket as a missing key: say which one it is
-        raise FileNotFoundError(f"{uri} does not exist") from None
+        raise MissingInput(f"{uri} does not exist") from None
     except Exception as error:  # noqa: BLE001
         raise explain(error, uri, "read") from None
 

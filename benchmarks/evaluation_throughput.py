@@ -26,15 +26,14 @@ from pathlib import Path
 
 import torch
 
-from augmix.corruptions import CORRUPTIONS
+from augmix.corruptions import CORRUPTIONS, SEVERITIES
 from augmix.models import build_model
 from orchestrator.config import build_config
-from orchestrator.evaluation import TestSet, run_cells
-from workers.evaluate import CLEAN, CellSettings, EvaluationCell, corrupted_chunks, load_model, score_cell
+from orchestrator.evaluation import TestSet, cells_for, run_cells
+from workers.evaluate import CellSettings, EvaluationCell, corrupted_chunks, load_model, score_cell
 
 CIFAR_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 FULL_IMAGES = 10_000
-SEVERITIES = (1, 2, 3, 4, 5)
 
 
 def load_test_set(count: int) -> TestSet:
@@ -60,7 +59,7 @@ def model_state(name: str) -> dict:
 
 def benchmark_cells(full: bool) -> list[EvaluationCell]:
     if full:
-        return [EvaluationCell(CLEAN, 0)] + [EvaluationCell(n, s) for n in CORRUPTIONS for s in SEVERITIES]
+        return cells_for(build_config({}))  # clean + the 15 test corruptions x 5 severities, as `augmix evaluate`
     return [EvaluationCell(name, 3) for name in CORRUPTIONS]
 
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from augmix import AugMix  # noqa: E402
 from augmix.models import build_model  # noqa: E402
 from benchmarks.augment_throughput import CIFAR_TEST, device_rate, rate, upsample  # noqa: E402
-from workers.augment import to_uint8  # noqa: E402
+from augmix.image_batch import to_uint8_rounded  # noqa: E402
 from workers.train_loop import build_optimizer, optimisation_step, training_inputs  # noqa: E402
 
 TRAIN = {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}  # the reference's SGD
@@ -103,7 +103,7 @@ def host_triples(images: torch.Tensor, labels: torch.Tensor, batch: int, made: b
         entry = {"clean": clean, "label": labels[start:start + batch]}
         if made:
             _, aug1, aug2 = augmix.triple(clean, generator)
-            entry["aug1"], entry["aug2"] = to_uint8(aug1), to_uint8(aug2)
+            entry["aug1"], entry["aug2"] = to_uint8_rounded(aug1), to_uint8_rounded(aug2)
         batches.append(entry)
     return batches
 

@@ -126,9 +126,10 @@ def main() -> None:
 
     table = training_rows(args.rows, args.data)
     ensure_ray(None, num_cpus=args.num_cpus)
-    from orchestrator.pipeline import table_rows
+    from orchestrator.pipeline import table_rows, usable_table
 
-    stream = TrainingStream(table_rows(table, 32), seed=0, world=1, piece_rows=args.data_batch_size * PIECE_BATCHES,
+    stream = TrainingStream(table_rows(usable_table(table, 32, "fail")[0]), seed=0, world=1,
+                            piece_rows=args.data_batch_size * PIECE_BATCHES,
                             rows_per_epoch=rows_per_trainer(len(table), 1, args.batch_size))
     stage_kwargs = {"mode": "triple", "batch_rows": args.data_batch_size}
     measured = one_actor_rate(stream, stage_kwargs)

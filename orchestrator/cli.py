@@ -1,7 +1,9 @@
 """`augmix`: the command line. Each subcommand is a thin shell over one orchestrator function.
 
 The CLI owns no settings of its own: `--config` picks a YAML file, `--set a.b=c` overrides it and
-`--out` is `storage.uri`. Bad input ends with one line on stderr and exit code 2.
+`--out` is `storage.uri`. Bad input (an InputError, wherever it was raised, Ray workers included)
+ends with one line on stderr and exit code 2 (when Ray wrapped it, the whole traceback goes to a
+log file the line names); anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -10,13 +12,14 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from orchestrator.config import Config, ConfigError, load_config
+from augmix.errors import InputError, find_input_error
+from orchestrator.config import Config, load_config
 from orchestrator.ray_session import pin_local_environment
 
 EXIT_BAD_INPUT = 2
 
 
-class UsageError(ValueError):
+class UsageError(InputError):
     """Bad command-line input; printed as one line, exit 2."""
 
 
@@ -70,9 +73,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_corrupt(args: argparse.Namespace) -> int:
-    from orchestrator.materialize import materialize_corrupted
+    from orchestrator.materialize import materialize
 
-    materialize_corrupted(_config(args), out=args.out, split=args.split, address=args.address)
+    materialize(_config(args), out=args.out, split=args.split, address=args.address)
     return 0
 
 
@@ -124,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(handler=_cmd_train)
 
-    p = commands.add_parser("evaluate", help="fan-out corruption evaluation of a trained model")
+    p = commands.add_parser("evaluate", help="fan-out -C / -P evaluation of a trained model (eval.suites)")
     _add_config_args(p)
     p.add_argument("--checkpoint", required=True, metavar="URI",
                    help="a model.pt written by training (or a run folder holding model/model.pt)")
@@ -135,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming an interrupted sweep")
     p.set_defaults(handler=_cmd_sweep)
 
-    p = commands.add_parser("corrupt", help="materialise a -C dataset (CIFAR-10-C .npy or ImageNet-C folder layout) "
-                                            "from a dataset, one Ray task per (corruption, severity, shard)")
+    p = commands.add_parser("corrupt", help="materialise a -C dataset (CIFAR-10-C .npy or ImageNet-C folder layout, one "
+                                            "Ray task per (corruption, severity, shard)) and/or a -P set (eval.suites)")
     _add_config_args(p, out_required=True)
     p.add_argument("--split", default="test", choices=["test", "train"], help="which split to corrupt")
     p.set_defaults(handler=_cmd_corrupt)
@@ -184,25 +187,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         pin_local_environment()  # Ray reads it when first imported: a cluster we start stays on 127.0.0.1
     try:
         return int(args.handler(args) or 0)
-    except (ConfigError, UsageError) as error:
-        print(f"augmix: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (ValueError, FileNotFoundError, OSError) as error:
-        # Raised for bad input deep inside (a missing dataset, an unknown corruption, a bucket that
-        # cannot be written): the message is already one actionable line.
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"augmix: error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except RuntimeError as error:
-        from orchestrator.evaluation import EvaluationIncomplete
-
-        if not isinstance(error, EvaluationIncomplete):
-            raise
-        print(f"augmix: error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("augmix: interrupted; finished work is kept and a rerun resumes it", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - sorted into bad input (one line) and bugs (re-raised)
+        return _report_failure(error)
+
+
+def _report_failure(error: Exception) -> int:
+    """One line for bad input (its cause, however deep Ray wrapped it) or an incomplete evaluation;
+    a wrapped error's full traceback goes to a log file. Anything else is re-raised (a bug)."""
+    import tempfile
+    import traceback
+
+    from orchestrator.evaluation import EvaluationIncomplete
+
+    cause = find_input_error(error)
+    if cause is None and not isinstance(error, EvaluationIncomplete):
+        raise error
+    message = str(cause if cause is not None else error).strip().splitlines()
+    where = ""
+    if error is not cause:
+        log = os.path.join(tempfile.gettempdir(), f"augmix-error-{os.getpid()}.log")
+        with open(log, "w") as handle:
+            handle.write("".join(traceback.format_exception(error)))
+        where = f" (traceback: {log})"
+    print(f"augmix: error: {message[0] if message else type(error).__name__}{where}", file=sys.stderr)
+    return EXIT_BAD_INPUT if cause is not None else 1
 
 
 if __name__ == "__main__":

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from augmix.errors import InputError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "jobs" / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A bad configuration value; the message is one line a user can act on."""
 
 
@@ -51,6 +52,7 @@ class DataConfig(_Section):
     # validation and test images of other sizes: shorter side resized to `resize` (0 = image_size), then
     # centre cropped to image_size (ImageNet: resize 256, image_size 224)
     resize: int = Field(0, ge=0)
+    on_bad_image: Literal["fail", "skip"] = "fail"  # skip: train without rows whose image or label is unusable
 
     @model_validator(mode="after")
     def _source_needs_path(self) -> "DataConfig":
@@ -84,6 +86,14 @@ class ModelConfig(_Section):
         from augmix.models import check_model_name
 
         return check_model_name(name)
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from augmix.models import check_model_options
+
+        name = info.data.get("name")
+        return check_model_options(name, options) if name else options
 
 
 class AugMixConfig(_Section):
@@ -166,6 +176,38 @@ class EvalConfig(_Section):
     gpus_per_cell: float = Field(0.25, ge=0.0, le=1.0)
     cpus_per_cell: float = Field(1.0, gt=0.0)
     max_retries: int = Field(2, ge=0)
+    # Which benchmarks: "c" (corruption error, -C) and/or "p" (perturbation stability, -P).
+    suites: list[Literal["c", "p"]] = Field(default_factory=lambda: ["c"])
+    perturbations: list[str] | None = None  # None = the 10 test perturbations of ImageNet-P
+    perturbation_extra: bool = False  # also the 4 validation perturbations (never in mFR / mT5D)
+    difficulties: list[int] = Field(default_factory=lambda: [1])  # noise levels of the noise sequences
+    frames: int | None = Field(None, ge=2)  # frames per sequence; None = the reference's length
+    perturbed_path: str | None = None  # a -P folder (<name>.npy [N,T,H,W,3]): read sequences instead of generating
+    p_baseline: str | None = None  # JSON (e.g. an AlexNet run's results.json) with flip_probabilities / top5_distances
+
+    @field_validator("perturbations")
+    @classmethod
+    def _known_perturbations(cls, names: list[str] | None) -> list[str] | None:
+        from augmix.perturbations import PERTURBATIONS
+
+        for name in names or ():
+            if name not in PERTURBATIONS:
+                raise ValueError(f"unknown perturbation {name!r}; allowed: {', '.join(PERTURBATIONS)}")
+        return names
+
+    @field_validator("difficulties")
+    @classmethod
+    def _difficulties(cls, difficulties: list[int]) -> list[int]:
+        if not difficulties or any(d not in (1, 2, 3) for d in difficulties):
+            raise ValueError(f"difficulties {difficulties} not allowed; each must be in 1..3")
+        return sorted(set(difficulties))
+
+    @field_validator("suites")
+    @classmethod
+    def _suites(cls, suites: list[str]) -> list[str]:
+        if not suites:
+            raise ValueError("suites is empty; allowed: [c], [p] or [c, p]")
+        return [suite for suite in ("c", "p") if suite in suites]
 
     @field_validator("corruptions")
     @classmethod
@@ -321,17 +363,29 @@ def build_config(tree: dict[str, Any], overrides: list[str] = ()) -> Config:
         raise ConfigError(_format_error(error)) from None
 
 
+def _config_text(path: str) -> str:
+    from augmix import storage
+
+    if storage.is_remote(path):
+        if not storage.exists(path):
+            raise ConfigError(f"config file {path!r} not found")
+        return storage.read_bytes(path).decode()
+    file = Path(path)
+    if not file.exists() and (CONFIG_DIR / file.name).exists():
+        file = CONFIG_DIR / file.name
+    if not file.exists():
+        raise ConfigError(f"config file {path!r} not found")
+    return file.read_text()
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Read a YAML file (a path, or a name in jobs/configs/) and apply `a.b=c` overrides."""
+    """Read a YAML file (a path, an s3:// URI such as a sweep's best_config.yaml, or a name in
+    jobs/configs/) and apply `a.b=c` overrides."""
     tree: dict[str, Any] = {}
     if path is not None:
-        file = Path(path)
-        if not file.exists() and (CONFIG_DIR / file.name).exists():
-            file = CONFIG_DIR / file.name
-        if not file.exists():
-            raise ConfigError(f"config file {str(path)!r} not found")
+        text = _config_text(str(path))
         try:
-            tree = yaml.safe_load(file.read_text()) or {}
+            tree = yaml.safe_load(text) or {}
         except yaml.YAMLError as error:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
         if not isinstance(tree, dict):

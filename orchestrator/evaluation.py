@@ -1,4 +1,5 @@
-"""`augmix evaluate`: fan the corruption × severity table out over the cluster, then aggregate.
+"""`augmix evaluate`: fan the corruption × severity table (-C) and the perturbation × difficulty
+sequences (-P, eval.suites) out over the cluster, then aggregate.
 
 The clean test set and the model weights go into the object store once; every cell is one Ray
 task that reads both, scores its images and writes its own result under `<out>/eval/cells/`.
@@ -6,7 +7,8 @@ A rerun lists that folder and only schedules what is missing, so an interrupted 
 resumes where it stopped; cells that keep failing after their retries are listed at the end
 while everything that finished stays written and aggregated. `eval/spec.json` records what the
 cells were computed from (model digest, test set, seed, source) so a rerun never mixes cells of
-a different model or test set into one table.
+a different model or test set into one table; -P cells live under `<out>/eval/p_cells/`, guarded
+by the same spec plus their own keys (frames, -P folder) in `eval/p_spec.json`.
 """
 from __future__ import annotations
 
@@ -15,24 +17,25 @@ import io
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from augmix import storage
 from augmix.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS
+from augmix.errors import InputError
+from augmix.perturbations import NOISE_PERTURBATIONS, TEST_PERTURBATIONS, VALIDATION_PERTURBATIONS
+from orchestrator import layout
 from orchestrator.config import Config
+from orchestrator.pipeline import TestSet, load_images
+from orchestrator.report import aggregate, write_report
+from orchestrator.resources import cell_demand, ensure_schedulable
 from workers.evaluate import CLEAN, CellSettings, EvaluationCell, evaluation_task
+from workers.perturb import PerturbationCell, SequenceSettings, perturbation_task
+
+Cell = EvaluationCell | PerturbationCell
 
 
 class EvaluationIncomplete(RuntimeError):
     """Some cells failed after all retries; the finished ones are kept."""
-
-
-@dataclass(frozen=True)
-class TestSet:
-    images: torch.Tensor  # uint8 [N,3,H,W]
-    labels: torch.Tensor  # int64 [N]
-    classes: list[str]
 
 
 @dataclass(frozen=True)
@@ -42,69 +45,67 @@ class ModelFile:
 
 
 def cells_for(config: Config) -> list[EvaluationCell]:
-    """Clean plus every requested corruption at every requested severity."""
+    """Clean plus, with the -C suite, every requested corruption at every requested severity."""
+    if "c" not in config.eval.suites:
+        return [EvaluationCell(CLEAN, 0)]
     names = list(config.eval.corruptions or CORRUPTIONS)
     if config.eval.extra:
         names += [name for name in EXTRA_CORRUPTIONS if name not in names]
     return [EvaluationCell(CLEAN, 0)] + [EvaluationCell(n, s) for n in names for s in config.eval.severities]
 
 
+def perturbation_names(config: Config) -> list[str]:
+    """The requested perturbations (default: the 10 test ones), validation ones appended on request."""
+    names = list(config.eval.perturbations or TEST_PERTURBATIONS)
+    if config.eval.perturbation_extra:
+        names += [name for name in VALIDATION_PERTURBATIONS if name not in names]
+    return names
+
+
+def p_cells_for(config: Config) -> list[PerturbationCell]:
+    """With the -P suite: every requested perturbation, the noise ones at every requested difficulty
+    (the others have a single level, difficulty 1)."""
+    if "p" not in config.eval.suites:
+        return []
+    return [PerturbationCell(name, difficulty) for name in perturbation_names(config)
+            for difficulty in (config.eval.difficulties if name in NOISE_PERTURBATIONS else [1])]
+
+
 def eval_uri(config: Config) -> str:
-    return storage.join(config.storage.uri, "eval")
+    return layout.eval_uri(config.storage.uri)
 
 
 def cells_uri(config: Config) -> str:
-    return storage.join(eval_uri(config), "cells")
+    return layout.cells_uri(config.storage.uri)
 
 
-def finished_cells(config: Config) -> set[EvaluationCell]:
-    names = storage.list_names(cells_uri(config))
-    return {cell for cell in map(EvaluationCell.from_file_name, names) if cell is not None}
+def p_cells_uri(config: Config) -> str:
+    return layout.p_cells_uri(config.storage.uri)
+
+
+def finished_cells(config: Config) -> set[Cell]:
+    """Cells with a result file, -C and -P."""
+    found: set[Cell] = set()
+    for uri, parse in ((cells_uri(config), EvaluationCell.from_file_name),
+                       (p_cells_uri(config), PerturbationCell.from_file_name)):
+        found |= {cell for cell in map(parse, storage.list_names(uri)) if cell is not None}
+    return found
 
 
 # --- inputs ---------------------------------------------------------------------------------------
 
-def load_images(config: Config, split: str = "test") -> TestSet:
-    """A split as uint8 NCHW: the test split's first eval.limit images, or the training split's
-    first data.limit."""
-    from augmix.datasets import load_split, read_parquet
-
-    data = config.data
-    test = split == "test"
-    limit = config.eval.limit if test else data.limit
-    if test and data.name == "parquet" and data.test_path:
-        table = read_parquet(data.test_path, image_column=data.image_column, label_column=data.label_column,
-                             limit=limit)
-    else:
-        table = load_split(data.name, split, data.path, limit, seed=data.seed, download=data.download,
-                           image_column=data.image_column, label_column=data.label_column,
-                           synthetic_train_size=data.synthetic_train_size,
-                           synthetic_test_size=data.synthetic_test_size, image_size=data.image_size,
-                           test_path=data.test_path, image_key=data.image_key, label_key=data.label_key)
-    # encoded images of other sizes: Resize(data.resize) + CenterCrop(data.image_size), as validation
-    pixels = table.decoded(size=data.image_size, resize=data.resize or None) if table.is_encoded else table.decoded()
-    images = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).contiguous()
-    return TestSet(images, torch.from_numpy(table.labels.astype(np.int64)), list(table.classes))
-
-
-def resolve_model_uri(checkpoint: str) -> str:
-    """Accept the model file itself or a run folder that holds model/model.pt."""
-    if checkpoint.endswith(".pt"):
-        return checkpoint
-    return storage.join(checkpoint, "model", "model.pt")
-
-
 def load_model_file(checkpoint: str) -> ModelFile:
-    uri = resolve_model_uri(checkpoint)
+    """The weights and their digest, from the model file itself or a run folder holding model/model.pt."""
+    uri = layout.resolve_model_uri(checkpoint)
     data = storage.read_bytes(uri)
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a model file"
-        raise ValueError(f"{uri} is not a torch model file ({type(error).__name__}); "
+        raise InputError(f"{uri} is not a torch model file ({type(error).__name__}); "
                          "pass the model.pt that `augmix train` writes") from None
     missing = [key for key in ("model_name", "num_classes", "state_dict") if key not in state]
     if missing:
-        raise ValueError(f"{uri} is not an augmix model file: missing {missing} (train with `augmix train`)")
+        raise InputError(f"{uri} is not an augmix model file: missing {missing} (train with `augmix train`)")
     return ModelFile(state, hashlib.sha256(data).hexdigest())
 
 
@@ -117,17 +118,27 @@ def evaluation_spec(config: Config, model_digest: str) -> dict:
             "source": evaluation.source, "corrupted_path": evaluation.corrupted_path}
 
 
+def sequence_spec(config: Config, model_digest: str) -> dict:
+    """What -P cells depend on beyond the evaluation spec: sequence length and the -P folder."""
+    return {**evaluation_spec(config, model_digest), "frames": config.eval.frames,
+            "perturbed_path": config.eval.perturbed_path}
+
+
 def check_spec(config: Config, model_digest: str) -> None:
-    """Record the spec on the first run; refuse to resume cells computed from a different one."""
-    uri = storage.join(eval_uri(config), "spec.json")
-    spec = evaluation_spec(config, model_digest)
+    """Record the spec(s) on the first run; refuse to resume cells computed from a different one."""
+    _check_recorded(config, layout.spec_uri(config.storage.uri), evaluation_spec(config, model_digest))
+    if "p" in config.eval.suites:
+        _check_recorded(config, layout.p_spec_uri(config.storage.uri), sequence_spec(config, model_digest))
+
+
+def _check_recorded(config: Config, uri: str, spec: dict) -> None:
     if not storage.exists(uri):
         storage.write_json(uri, spec)
         return
     recorded = storage.read_json(uri)
     changed = sorted(key for key in spec if recorded.get(key) != spec[key])
     if changed:
-        raise ValueError(f"{eval_uri(config)} holds cells of another evaluation (differs in {', '.join(changed)}); "
+        raise InputError(f"{eval_uri(config)} holds cells of another evaluation (differs in {', '.join(changed)}); "
                          "use a new --out, or delete that eval/ folder to recompute")
 
 
@@ -148,8 +159,16 @@ def cell_settings(config: Config) -> CellSettings:
                         limit=config.eval.limit, threads=max(1, int(config.eval.cpus_per_cell)))
 
 
+def sequence_settings(config: Config) -> SequenceSettings:
+    return SequenceSettings(preset=config.eval.preset, seed=config.eval.seed, batch_size=config.eval.batch_size,
+                            cells_uri=p_cells_uri(config), frames=config.eval.frames,
+                            perturbed_path=config.eval.perturbed_path, limit=config.eval.limit,
+                            threads=max(1, int(config.eval.cpus_per_cell)))
+
+
 class Progress:
-    """Cells done / total, images/s and ETA on one tqdm line (stderr; also shown in Ray job logs)."""
+    """Cells done / total, images/s (model inputs: a -P cell counts every frame) and ETA on one
+    tqdm line (stderr; also shown in Ray job logs)."""
 
     def __init__(self, total: int):
         from tqdm import tqdm
@@ -163,7 +182,7 @@ class Progress:
         self.bar.set_postfix(images_per_s=f"{rate:.0f}", refresh=False)
         self.bar.update(1)
 
-    def failed(self, cell: EvaluationCell, retries: int, error: Exception) -> None:
+    def failed(self, cell: Cell, retries: int, error: Exception) -> None:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
         self.bar.write(f"cell {cell.key} failed after {retries} retries: {reason}")
         self.bar.update(1)
@@ -172,15 +191,25 @@ class Progress:
         self.bar.close()
 
 
-def run_cells(config: Config, cells: list[EvaluationCell], state: dict, test_set: TestSet) -> list[EvaluationCell]:
-    """Schedule the cells as Ray tasks (weights and clean images put once), return those that failed for good."""
+def run_cells(config: Config, cells: list[Cell], state: dict, test_set: TestSet) -> list[Cell]:
+    """Schedule the cells as Ray tasks (weights and clean images put once), return those that failed for good.
+
+    -P cells go first: each is ~30x a -C cell's model work, so starting them early keeps the
+    cluster busy to the end instead of waiting on one long cell after the short ones."""
     import ray
 
-    remote = ray.remote(evaluation_task).options(**task_options(config, ray.cluster_resources().get("GPU", 0)))
+    gpus = ray.cluster_resources().get("GPU", 0)
+    ensure_schedulable([cell_demand(config, gpus)], "the evaluation", "lower eval.cpus_per_cell or use larger nodes")
+    options = task_options(config, gpus)
+    tasks = {EvaluationCell: (ray.remote(evaluation_task).options(**options), cell_settings(config)),
+             PerturbationCell: (ray.remote(perturbation_task).options(**options), sequence_settings(config))}
     state_ref, images_ref, labels_ref = ray.put(state), ray.put(test_set.images), ray.put(test_set.labels)
-    settings = cell_settings(config)
-    pending = {remote.remote(cell, state_ref, images_ref, labels_ref, settings): cell for cell in cells}
-    failed: list[EvaluationCell] = []
+    ordered = sorted(cells, key=lambda cell: not isinstance(cell, PerturbationCell))
+    pending = {}
+    for cell in ordered:
+        remote, settings = tasks[type(cell)]
+        pending[remote.remote(cell, state_ref, images_ref, labels_ref, settings)] = cell
+    failed: list[Cell] = []
     progress = Progress(len(cells))
     try:
         while pending:
@@ -199,15 +228,16 @@ def run_cells(config: Config, cells: list[EvaluationCell], state: dict, test_set
 def evaluate(config: Config, checkpoint: str, address: str | None = None) -> dict:
     """Score every missing cell, then aggregate all cells into results.json, Parquet, report, plots."""
     from orchestrator.ray_session import ensure_ray
-    from orchestrator.report import aggregate, write_report
 
     model = load_model_file(checkpoint)
     storage.check_writable(config.storage.uri)
     check_spec(config, model.digest)
-    cells = cells_for(config)
-    todo = [cell for cell in cells if cell not in finished_cells(config)]
-    print(f"evaluation: {len(cells)} cells, {len(cells) - len(todo)} already finished in {cells_uri(config)}")
-    failed: list[EvaluationCell] = []
+    cells: list[Cell] = [*cells_for(config), *p_cells_for(config)]
+    finished = finished_cells(config)
+    todo = [cell for cell in cells if cell not in finished]
+    print(f"evaluation ({' + '.join(f'-{s.upper()}' for s in config.eval.suites)}): {len(cells)} cells, "
+          f"{len(cells) - len(todo)} already finished in {eval_uri(config)}")
+    failed: list[Cell] = []
     if todo:
         ensure_ray(address)
         failed = run_cells(config, todo, model.state, load_images(config))

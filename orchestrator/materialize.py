@@ -12,12 +12,16 @@ an interrupted run resumes shard by shard. Two layouts (eval.corrupted_layout):
 "auto" writes folder for folder/webdataset sources and npy otherwise. The images are exactly those
 the on-the-fly evaluation generates for the same eval.seed (one shard = one of its seeded chunks),
 before the JPEG coding of the folder layout.
+
+With `p` in eval.suites it also writes a -P set (the CIFAR-10-P layout): straight into --out with
+one suite, into --out/p beside a -C set (both layouts name files `<name>.npy`).
 """
 from __future__ import annotations
 
 import io
 import math
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +32,12 @@ from orchestrator.config import Config
 from orchestrator.evaluation import EvaluationIncomplete
 from workers.evaluate import CHUNK_SIZE
 from workers.materialize import PARTS_DIR, PROGRESS_DIR, CorruptSettings, ShardTask, corrupt_shard, part_uri
+from workers.perturb import generated_sequences
+
+if TYPE_CHECKING:
+    from orchestrator.pipeline import TestSet
+
+P_SUBFOLDER = "p"
 
 
 class CorruptionIncomplete(EvaluationIncomplete):
@@ -46,6 +56,38 @@ def output_layout(config: Config) -> str:
     if layout == "auto":
         return "folder" if config.data.name in ("folder", "webdataset") else "npy"
     return layout
+
+
+def perturbed_folder(config: Config, out: str) -> str:
+    """Where `augmix corrupt` writes the -P set: --out itself, or --out/p beside a -C set."""
+    return storage.join(out, P_SUBFOLDER) if "c" in config.eval.suites else out
+
+
+def materialize(config: Config, out: str, split: str = "test", address: str | None = None) -> list[str]:
+    """The suites of eval.suites: -C into out, -P into perturbed_folder(config, out)."""
+    from orchestrator.evaluation import load_images
+
+    loaded = load_images(config, split)
+    names = materialize_corrupted(config, out, loaded=loaded, address=address) if "c" in config.eval.suites else []
+    if "p" in config.eval.suites:
+        names += materialize_perturbed(config, perturbed_folder(config, out), loaded)
+    return names
+
+
+def materialize_perturbed(config: Config, out: str, loaded: "TestSet") -> list[str]:
+    """Write `<out>/<perturbation>[_<difficulty>].npy` ([N, frames, H, W, 3] uint8) and labels.npy."""
+    from tqdm import tqdm
+
+    from augmix.datasets.cifar_p import write_perturbed
+    from orchestrator.evaluation import p_cells_for
+
+    cells = p_cells_for(config)
+    for cell in tqdm(cells, desc=f"materialising -P sequences of {len(loaded.images)} images", unit="cell"):
+        chunks = [sequences.permute(0, 1, 3, 4, 2).contiguous().numpy() for sequences in generated_sequences(
+            loaded.images, cell, config.eval.preset, config.eval.frames, config.eval.seed)]
+        write_perturbed(out, cell.perturbation, cell.difficulty, chunks, loaded.labels.numpy())
+    print(f"wrote {len(cells)} -P sequence files of {len(loaded.images)} videos to {out}")
+    return [cell.key for cell in cells]
 
 
 def shard_tasks(config: Config, images: int, layout: str) -> list[ShardTask]:
@@ -109,14 +151,16 @@ def assemble_npy(out: str, name: str, shards: int, labels: np.ndarray, settings:
             fs.delete_file(f"{markers}/{key}.done")
 
 
-def materialize_corrupted(config: Config, out: str, split: str = "test", address: str | None = None) -> list[str]:
-    """Write the -C set of `split` under `out` (see the module doc); returns the corruption names."""
+def materialize_corrupted(config: Config, out: str, split: str = "test", address: str | None = None,
+                          loaded: "TestSet | None" = None) -> list[str]:
+    """Write the -C set of `split` under `out` (see the module doc); returns the corruption names.
+    `loaded`: the split's images when the caller already holds them."""
     from orchestrator.evaluation import load_images
     from orchestrator.ray_session import ensure_ray
 
     layout = output_layout(config)
     storage.check_writable(out)
-    loaded = load_images(config, split)
+    loaded = loaded or load_images(config, split)
     images, labels = loaded.images, loaded.labels
     tasks = shard_tasks(config, len(images), layout)
     done = finished(out)

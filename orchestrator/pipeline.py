@@ -20,12 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
-from augmix.datasets import load_split
+from augmix.datasets import load_split, read_parquet
 from augmix.datasets.folder import FolderListing, list_folder, split_root
 from augmix.datasets.parquet import parquet_files, parse_classes, split_location
 from augmix.datasets.split import train_validation_split
 from augmix.datasets.table import ImageTable
+from augmix.errors import BadRow, InputError
 from orchestrator.config import Config, DataConfig
 from augmix.datasets.webdataset import ShardIndex, index_shard, shard_files
 from workers.augment import VIEW_COLUMNS, decode_batch, decode_rows, stage_mode, validation_pieces
@@ -48,6 +50,7 @@ class PipelineData:
     train_size: int
     validation_size: int
     columns: tuple[str, ...]
+    skipped_rows: int = 0  # rows left out before training (data.on_bad_image=skip)
 
     @property
     def num_classes(self) -> int:
@@ -63,13 +66,53 @@ def read_training_table(data: DataConfig) -> ImageTable:
                       image_key=data.image_key, label_key=data.label_key)
 
 
+@dataclass(frozen=True)
+class TestSet:
+    """A split decoded once on the driver for scoring (evaluation cells, `augmix corrupt`)."""
+
+    images: torch.Tensor  # uint8 [N,3,H,W]
+    labels: torch.Tensor  # int64 [N]
+    classes: list[str]
+
+
+def read_test_table(data: DataConfig, limit: int) -> ImageTable:
+    """The test split of the configured source, first `limit` rows (all when 0): `data.test_path`
+    when a Parquet source names one, else the source's own test split."""
+    if data.name == "parquet" and data.test_path:
+        return read_parquet(data.test_path, image_column=data.image_column, label_column=data.label_column,
+                            limit=limit)
+    return load_split(data.name, "test", data.path, limit, seed=data.seed, download=data.download,
+                      image_column=data.image_column, label_column=data.label_column,
+                      synthetic_train_size=data.synthetic_train_size,
+                      synthetic_test_size=data.synthetic_test_size, image_size=data.image_size,
+                      test_path=data.test_path, image_key=data.image_key, label_key=data.label_key)
+
+
+def load_images(config: Config, split: str = "test") -> TestSet:
+    """A split as uint8 NCHW: the test split's first eval.limit images, or the training split's
+    first data.limit."""
+    data = config.data
+    if split == "test":
+        table = read_test_table(data, config.eval.limit)
+    else:
+        table = load_split(data.name, split, data.path, data.limit, seed=data.seed, download=data.download,
+                           image_column=data.image_column, label_column=data.label_column,
+                           synthetic_train_size=data.synthetic_train_size,
+                           synthetic_test_size=data.synthetic_test_size, image_size=data.image_size,
+                           image_key=data.image_key, label_key=data.label_key)
+    # encoded images of other sizes: Resize(data.resize) + CenterCrop(data.image_size), as validation
+    pixels = table.decoded(size=data.image_size, resize=data.resize or None) if table.is_encoded else table.decoded()
+    images = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).contiguous()
+    return TestSet(images, torch.from_numpy(table.labels.astype(np.int64)), list(table.classes))
+
+
 def split_tables(table: ImageTable, fraction: float, seed: int) -> tuple[ImageTable, ImageTable | None]:
     """(train, validation) rows held out by seed, stratified by label."""
     if fraction <= 0:
         return table, None
     train_rows, validation_rows = train_validation_split(len(table), fraction, seed, labels=table.labels)
     if len(train_rows) == 0 or len(validation_rows) == 0:
-        raise ValueError(f"data.validation_fraction {fraction} leaves an empty split of {len(table)} rows; "
+        raise InputError(f"data.validation_fraction {fraction} leaves an empty split of {len(table)} rows; "
                          "use more rows or a fraction in (0, 1) that keeps both parts non-empty")
     return table.take(train_rows), table.take(validation_rows)
 
@@ -87,7 +130,8 @@ def augment_stage_kwargs(config: Config) -> dict:
         "alpha": augmix.alpha, "all_ops": augmix.all_ops,
         "image_size": config.data.image_size, "crop_padding": config.data.crop_padding,
         "flip": config.data.flip, "train_crop": config.data.train_crop,
-        "crop_scale": tuple(config.data.crop_scale), "crop_ratio": tuple(config.data.crop_ratio), "seed": config.train.seed, "batch_rows": config.scaling.data_batch_size,
+        "crop_scale": tuple(config.data.crop_scale), "crop_ratio": tuple(config.data.crop_ratio),
+        "seed": config.train.seed, "batch_rows": config.scaling.data_batch_size, "on_bad_image": config.data.on_bad_image,
     }
 
 
@@ -99,20 +143,46 @@ def training_stream(config: Config, source: TableRows | FolderRows | ParquetRows
                           piece_rows=config.scaling.data_batch_size * PIECE_BATCHES)
 
 
-def table_rows(table: ImageTable, image_size: int, keep_encoded: bool = False) -> TableRows:
-    """The rows into Ray's object store once: every AugMix actor of the run reads them from there.
-
-    Encoded images are decoded here, once, when their pixels fit DECODED_TABLE_BYTES: an actor would
-    otherwise decode every row again every epoch (a quarter of its time on CIFAR JPEGs), and
-    decoded rows are read from the object store without a copy. `keep_encoded` (RandomResizedCrop,
-    which crops the image at its own size) leaves them as they are."""
+def table_rows(table: ImageTable) -> TableRows:
+    """The rows into Ray's object store once: every AugMix actor of the run reads them from there."""
     import ray
 
-    images = table.images
-    if table.is_encoded and not keep_encoded and len(table) * 3 * image_size**2 <= DECODED_TABLE_BYTES:
-        images = decode_batch(images, image_size, source=table.source).permute(0, 2, 3, 1).numpy()
-    reference = ray.put({"image": images, "label": table.labels})
-    return TableRows(reference, len(table), table.source)
+    rows = {"image": table.images, "label": table.labels}
+    if table.paths is not None:
+        rows["path"] = table.paths
+    return TableRows(ray.put(rows), len(table), table.source)
+
+
+def usable_table(table: ImageTable, image_size: int, on_bad_image: str,
+                 keep_encoded: bool = False) -> tuple[ImageTable, list[int]]:
+    """The rows decoded once, here, when their pixels fit DECODED_TABLE_BYTES (an actor would
+    otherwise decode every row again every epoch: a quarter of its time on CIFAR JPEGs), and the
+    rows dropped as undecodable with on_bad_image=skip. A bad image is named by its row in the
+    source and its path; with "fail" it ends the run before any training starts. `keep_encoded`
+    (RandomResizedCrop, which crops each image at its own size) leaves the rows as they are."""
+    if keep_encoded or not table.is_encoded or len(table) * 3 * image_size**2 > DECODED_TABLE_BYTES:
+        return table, []
+    try:
+        return _decoded(table, image_size), []
+    except BadRow as bad:
+        if on_bad_image != "skip":
+            raise bad.at(table.source, bad.row, table.path(bad.row)) from None
+    bad_rows = []
+    for row in range(len(table)):
+        try:
+            decode_batch(table.images[row:row + 1], image_size)
+        except BadRow:
+            bad_rows.append(row)
+    shown = ", ".join(f"{row}" + (f" ({table.path(row)})" if table.paths is not None else "") for row in bad_rows[:5])
+    print(f"data: skipping {len(bad_rows)} row(s) of {table.source} whose image cannot be decoded: {shown}"
+          + (" ..." if len(bad_rows) > 5 else ""), flush=True)
+    keep = np.setdiff1d(np.arange(len(table)), bad_rows)
+    return _decoded(table.take(keep), image_size), bad_rows
+
+
+def _decoded(table: ImageTable, image_size: int) -> ImageTable:
+    images = decode_batch(table.images, image_size, source=table.source).permute(0, 2, 3, 1).numpy()
+    return ImageTable(images, table.labels, table.classes, table.source, table.paths)
 
 
 def validation_dataset(table: ImageTable, image_size: int, resize: int | None = None):
@@ -122,7 +192,16 @@ def validation_dataset(table: ImageTable, image_size: int, resize: int | None = 
 
     clean = decode_batch(table.images, image_size, source=f"{table.source} (validation rows)", resize=resize).numpy()
     arrow = pa.table({"clean": ArrowTensorArray.from_numpy(clean), "label": pa.array(table.labels, type=pa.int64())})
-    return ray.data.from_arrow(blocks_of(arrow, ROWS_PER_BLOCK))
+    dataset = ray.data.from_blocks(blocks_of(arrow, ROWS_PER_BLOCK))  # no Ray task per block (from_arrow has one)
+    return quiet(dataset)
+
+
+def quiet(dataset):
+    """Settings of a validation dataset, scoped to it: read every epoch inside the trainers, where a
+    progress bar per epoch would only fill the log; small blocks so reading and scoring overlap."""
+    dataset.context.enable_progress_bars = False
+    dataset.context.target_max_block_size = TARGET_MAX_BLOCK_BYTES
+    return dataset
 
 
 def large_parquet_files(data: DataConfig) -> list | None:
@@ -168,7 +247,7 @@ def streamed_parquet_datasets(config: Config, files: list) -> PipelineData:
 
     data = config.data
     if len(files) < 2 and data.validation_fraction > 0:
-        raise ValueError(f"data.path {data.path}: one large Parquet file cannot be split by files for "
+        raise InputError(f"data.path {data.path}: one large Parquet file cannot be split by files for "
                          "validation; write it as several files or set data.validation_fraction=0")
     order = np.random.default_rng(np.random.SeedSequence([data.seed, 0x5EED])).permutation(len(files))
     held = int(max(1, round(data.validation_fraction * len(files)))) if data.validation_fraction > 0 else 0
@@ -186,9 +265,9 @@ def streamed_parquet_datasets(config: Config, files: list) -> PipelineData:
     validation, validation_size = None, 0
     if validation_files:
         validation_size, _ = parquet_rows_and_classes(validation_files, data.label_column)
-        validation = read(validation_files).map_batches(
+        validation = quiet(read(validation_files).map_batches(
             decode_rows, fn_kwargs={"image_size": data.image_size, "resize": data.resize or None, **names},
-            num_cpus=config.scaling.cpus_per_data_actor, batch_size=config.scaling.data_batch_size)
+            num_cpus=config.scaling.cpus_per_data_actor, batch_size=config.scaling.data_batch_size))
     mode = stage_mode(config.augmix.enabled, config.augmix.jsd, config.augmix.placement)
     return PipelineData(training_stream(config, source), validation, classes, source.size, validation_size,
                         VIEW_COLUMNS[mode])
@@ -248,8 +327,8 @@ def piece_validation_dataset(source, config: Config):
     pieces = plain_pieces(source, config.scaling.data_batch_size)
     dataset = ray.data.from_blocks([pieces.slice(i, 1) for i in range(pieces.num_rows)])
     kwargs = {"source": source, "image_size": config.data.image_size, "resize": config.data.resize or None}
-    return dataset.map_batches(validation_pieces, fn_kwargs=kwargs, batch_size=1,
-                               num_cpus=config.scaling.cpus_per_data_actor)
+    return quiet(dataset.map_batches(validation_pieces, fn_kwargs=kwargs, batch_size=1,
+                                     num_cpus=config.scaling.cpus_per_data_actor))
 
 
 def file_source_datasets(config: Config) -> PipelineData:
@@ -288,20 +367,18 @@ def file_source_datasets(config: Config) -> PipelineData:
 
 def build_datasets(config: Config) -> PipelineData:
     """Read the source, hold out validation rows, and prepare the training stream."""
-    import ray.data
 
-    context = ray.data.DataContext.get_current()
-    context.target_max_block_size = TARGET_MAX_BLOCK_BYTES
     if config.data.name in ("folder", "webdataset"):
         return file_source_datasets(config)
     large_files = large_parquet_files(config.data)
     if large_files:
         return streamed_parquet_datasets(config, large_files)
-    table = read_training_table(config.data)
+    table, skipped = usable_table(read_training_table(config.data), config.data.image_size, config.data.on_bad_image,
+                                  keep_encoded=config.data.train_crop == "random_resized")
     train_table, validation_table = split_tables(table, config.data.validation_fraction, config.data.seed)
     resize = config.data.resize or None
     validation = validation_dataset(validation_table, config.data.image_size, resize) if validation_table else None
     mode = stage_mode(config.augmix.enabled, config.augmix.jsd, config.augmix.placement)
-    rows = table_rows(train_table, config.data.image_size, keep_encoded=config.data.train_crop == "random_resized")
-    return PipelineData(training_stream(config, rows), validation, list(table.classes),
-                        len(train_table), len(validation_table) if validation_table else 0, VIEW_COLUMNS[mode])
+    return PipelineData(training_stream(config, table_rows(train_table)), validation, list(table.classes),
+                        len(train_table), len(validation_table) if validation_table else 0, VIEW_COLUMNS[mode],
+                        skipped_rows=len(skipped))

@@ -29,6 +29,9 @@ def worker_env() -> dict[str, str]:
     """Environment for the job's workers: the driver's S3 endpoint and region, one thread per op."""
     env = {key: os.environ[key] for key in FORWARDED_ENV if key in os.environ}
     env.setdefault("OMP_NUM_THREADS", "1")
+    # Ray Train V2 sends a worker's print() both to stdout and to its logger, so every epoch line
+    # reached the terminal twice
+    env.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     return env
 
 

@@ -14,12 +14,14 @@ import numpy as np
 
 from augmix import storage
 from augmix.corruptions import CORRUPTION_FAMILIES, CORRUPTIONS, EXTRA_CORRUPTIONS
+from augmix.errors import InputError, MissingInput
 from augmix.metrics import corruption_summary, rms_calibration_error
+from orchestrator import layout
 from orchestrator.config import Config
+from orchestrator.plots import figure_png, pyplot
+from orchestrator.stability import comparison_rows, plot_stability, stability_markdown, stability_results
 from workers.evaluate import CLEAN, EvaluationCell, decode_result
-
-PLOTS = ("error_heatmap.png", "error_by_family.png", "reliability.png")
-
+from workers.perturb import PerturbationCell
 
 def code_version() -> str:
     """Package version plus the git commit when running from a checkout."""
@@ -45,9 +47,8 @@ def family_of(corruption: str) -> str:
 
 
 def load_cells(config: Config, cells: Sequence[EvaluationCell]) -> dict[EvaluationCell, dict]:
-    from orchestrator.evaluation import cells_uri
-
-    return {cell: decode_result(storage.read_bytes(storage.join(cells_uri(config), cell.file_name))) for cell in cells}
+    folder = layout.cells_uri(config.storage.uri)
+    return {cell: decode_result(storage.read_bytes(storage.join(folder, cell.file_name))) for cell in cells}
 
 
 def _error_table(results: dict[EvaluationCell, dict], names: Sequence[str], severities: Sequence[int]) -> dict:
@@ -77,19 +78,22 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def _cell_row(cell: EvaluationCell, result: dict) -> dict[str, Any]:
-    return {"corruption": cell.corruption, "family": family_of(cell.corruption), "severity": cell.severity,
+    return {"suite": "c", "corruption": cell.corruption, "family": family_of(cell.corruption), "severity": cell.severity,
             "error": result["error"], "nll": float(result["nll"].mean()),
             "rms_calibration_error": rms_calibration_error(result["confidence"], result["correct"]),
             "images": int(len(result["correct"])), "seconds_produce": result["seconds_produce"],
             "seconds_infer": result["seconds_infer"], "device": result["device"]}
 
 
-def aggregate(config: Config, cells: Sequence[EvaluationCell], model_name: str | None = None) -> dict[str, Any]:
+def aggregate(config: Config, cells: Sequence[EvaluationCell | PerturbationCell],
+              model_name: str | None = None) -> dict[str, Any]:
     """All finished cells → the results dict (errors as fractions; keys per DESIGN.md).
 
     A corruption enters the tables only with all its severities, so a partial evaluation still
-    aggregates what is complete; mCE needs clean and the full 1-5 severity range."""
-    results = load_cells(config, cells)
+    aggregates what is complete; mCE needs clean and the full 1-5 severity range. -P cells add the
+    stability keys (orchestrator.stability) and their rows."""
+    stability = stability_results(config, [cell for cell in cells if isinstance(cell, PerturbationCell)])
+    results = load_cells(config, [cell for cell in cells if isinstance(cell, EvaluationCell)])
     severities = list(config.eval.severities)
     clean = results.get(EvaluationCell(CLEAN, 0))
     present = {cell.corruption for cell in results}
@@ -97,6 +101,7 @@ def aggregate(config: Config, cells: Sequence[EvaluationCell], model_name: str |
     extra = _error_table(results, [n for n in EXTRA_CORRUPTIONS if n in present], severities)
     corrupted = [results[EvaluationCell(n, s)] for n in errors for s in severities]
     per_corruption = {name: _calibration(results, name, severities) for name in [*errors, *extra]}
+    timed = [*results.values(), *stability.get("p_cells", [])]  # both carry seconds_produce / seconds_infer
     return {
         "clean_error": clean["error"] if clean else None,
         "corruption_errors": errors,
@@ -115,9 +120,10 @@ def aggregate(config: Config, cells: Sequence[EvaluationCell], model_name: str |
         },
         "nll": {"clean": float(clean["nll"].mean()) if clean else None,
                 "corrupted": _mean([float(r["nll"].mean()) for r in corrupted])},
-        "timing": {"seconds_produce_images": float(sum(r["seconds_produce"] for r in results.values())),
-                   "seconds_model": float(sum(r["seconds_infer"] for r in results.values()))},
-        "cells": [_cell_row(cell, result) for cell, result in sorted(results.items())],
+        "timing": {"seconds_produce_images": float(sum(r["seconds_produce"] for r in timed)),
+                   "seconds_model": float(sum(r["seconds_infer"] for r in timed))},
+        **{key: value for key, value in stability.items() if key != "p_cells"},
+        "cells": [_cell_row(cell, result) for cell, result in sorted(results.items())] + stability.get("p_cells", []),
         "reliability": _reliability(results, list(errors), severities),
         "config": config.to_dict(),
         "code_version": code_version(),
@@ -147,21 +153,8 @@ def _reliability(results: dict[EvaluationCell, dict], names: Sequence[str], seve
 
 # --- writing -----------------------------------------------------------------------------------------
 
-def _png(figure) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
 def plot_heatmap(results: dict) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     table = {**results["corruption_errors"], **results.get("extra_corruption_errors", {})}
     names = list(table)
     values = np.array([table[n] for n in names]) * 100
@@ -175,15 +168,11 @@ def plot_heatmap(results: dict) -> bytes:
                   color="white" if value > values.max() * 0.6 else "black")
     figure.colorbar(image, ax=axis, label="top-1 error (%)")
     axis.set_title(f"error by corruption and severity (clean {100 * (results['clean_error'] or 0):.1f}%)")
-    return _png(figure)
+    return figure_png(figure)
 
 
 def plot_families(results: dict) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     families = [f for f in ("noise", "blur", "weather", "digital")
                 if any(n in results["corruption_errors"] for n in CORRUPTION_FAMILIES.get(f, ()))]
     figure, axes = plt.subplots(1, max(1, len(families)), figsize=(4 * max(1, len(families)), 3.4), sharey=True)
@@ -198,15 +187,11 @@ def plot_families(results: dict) -> bytes:
         axis.set_xlabel("severity")
         axis.legend(fontsize=7)
     axes[0].set_ylabel("top-1 error (%)")
-    return _png(figure)
+    return figure_png(figure)
 
 
 def plot_reliability(results: dict) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(4.2, 4.2))
     axis.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="perfect calibration")
     for name, curve in results["reliability"].items():
@@ -218,7 +203,7 @@ def plot_reliability(results: dict) -> bytes:
     rms = results["rms_calibration_error"]
     axis.set_title(f"reliability (RMS cal. err. clean {_pct(rms['clean'])}, corrupted {_pct(rms['corrupted'])})", fontsize=8)
     axis.legend(fontsize=7)
-    return _png(figure)
+    return figure_png(figure)
 
 
 def _pct(value: float | None) -> str:
@@ -252,11 +237,13 @@ def markdown_report(results: dict) -> str:
             label = f"{name} (validation)" if extra else name
             lines.append(f"| {label} | {family_of(name)} | " + " | ".join(f"{100 * e:.1f}" for e in row)
                          + f" | {100 * np.mean(row):.1f} | {ce} | {cal} |")
+    lines += ["", *stability_markdown(results)]
     timing = results["timing"]
-    lines += ["", f"Time in cells: {timing['seconds_produce_images']:.1f} s producing corrupted images, "
-                  f"{timing['seconds_model']:.1f} s in the model.", "",
-              "![error heatmap](error_heatmap.png)", "", "![error by family](error_by_family.png)", "",
-              "![reliability](reliability.png)", ""]
+    lines += [f"Time in cells: {timing['seconds_produce_images']:.1f} s producing corrupted images or sequences, "
+              f"{timing['seconds_model']:.1f} s in the model.", ""]
+    if results["corruption_errors"] or results.get("extra_corruption_errors"):
+        lines += [f"![error heatmap]({layout.HEATMAP_PLOT})", "", f"![error by family]({layout.FAMILY_PLOT})", ""]
+    lines += [f"![reliability]({layout.RELIABILITY_PLOT})", ""]
     return "\n".join(lines)
 
 
@@ -266,37 +253,36 @@ def write_report(config: Config, results: dict) -> None:
     import pyarrow.parquet as pq
 
     root = config.storage.uri
-    storage.write_json(storage.join(root, "results.json"), results)
+    storage.write_json(layout.at(root, layout.RESULTS_JSON), results)
+    columns = list(dict.fromkeys(key for row in results["cells"] for key in row))  # -C and -P rows differ
     buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(results["cells"]), buffer)
-    storage.write_bytes(storage.join(root, "results.parquet"), buffer.getvalue())
+    pq.write_table(pa.Table.from_pylist([{key: row.get(key) for key in columns} for row in results["cells"]]), buffer)
+    storage.write_bytes(layout.at(root, layout.RESULTS_PARQUET), buffer.getvalue())
     if results["corruption_errors"] or results.get("extra_corruption_errors"):
-        storage.write_bytes(storage.join(root, "error_heatmap.png"), plot_heatmap(results))
-        storage.write_bytes(storage.join(root, "error_by_family.png"), plot_families(results))
-    storage.write_bytes(storage.join(root, "reliability.png"), plot_reliability(results))
-    storage.write_bytes(storage.join(root, "report.md"), markdown_report(results).encode())
-    print(f"report: {storage.join(root, 'report.md')} (results.json, results.parquet, plots beside it)")
+        storage.write_bytes(layout.at(root, layout.HEATMAP_PLOT), plot_heatmap(results))
+        storage.write_bytes(layout.at(root, layout.FAMILY_PLOT), plot_families(results))
+    storage.write_bytes(layout.at(root, layout.RELIABILITY_PLOT), plot_reliability(results))
+    if results.get("flip_probabilities"):
+        storage.write_bytes(layout.at(root, layout.STABILITY_PLOT), plot_stability(results))
+    storage.write_bytes(layout.at(root, layout.REPORT), markdown_report(results).encode())
+    print(f"report: {layout.at(root, layout.REPORT)} (results.json, results.parquet, plots beside it)")
 
 
 # --- comparing runs -----------------------------------------------------------------------------
 
 def compare_runs(runs: Sequence[str], out: str, names: Sequence[str] | None = None) -> dict:
     """One table and one plot comparing finished runs (e.g. standard vs AugMix)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if len(runs) < 2:
-        raise ValueError(f"augmix report needs two or more runs to compare, got {len(runs)}")
+        raise InputError(f"augmix report needs two or more runs to compare, got {len(runs)}")
     labels = list(names) if names else [Path(r.rstrip("/")).name or r for r in runs]
     if len(labels) != len(runs):
-        raise ValueError(f"--names gives {len(labels)} labels for {len(runs)} runs")
+        raise InputError(f"--names gives {len(labels)} labels for {len(runs)} runs")
     loaded = []
     for run in runs:
-        uri = run if run.endswith(".json") else storage.join(run, "results.json")
+        uri = layout.results_uri(run)
         if not storage.exists(uri):
-            raise FileNotFoundError(f"{uri} not found: evaluate the run first (augmix evaluate / augmix run)")
+            raise MissingInput(f"{uri} not found: evaluate the run first (augmix evaluate / augmix run)")
         loaded.append(storage.read_json(uri))
     corruptions = [n for n in CORRUPTIONS if all(n in r["corruption_errors"] for r in loaded)]
     rows = [
@@ -309,6 +295,10 @@ def compare_runs(runs: Sequence[str], out: str, names: Sequence[str] | None = No
     ] + [(name, [float(np.mean(r["corruption_errors"][name])) for r in loaded]) for name in corruptions]
     lines = ["# Comparison", "", "| metric (%) | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
     lines += [f"| {metric} | " + " | ".join(_pct(v).rstrip("%") for v in values) + " |" for metric, values in rows]
+    stability = comparison_rows(loaded)  # mFR, mT5D, flip probabilities: printed as they are
+    lines += [f"| {metric} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in values) + " |"
+              for metric, values in stability]
+    rows += stability
     figure, axis = plt.subplots(figsize=(max(6, 0.6 * (len(corruptions) + 2)), 3.6))
     groups = ["clean", *corruptions]
     width = 0.8 / len(loaded)
@@ -318,11 +308,12 @@ def compare_runs(runs: Sequence[str], out: str, names: Sequence[str] | None = No
     axis.set_xticks(np.arange(len(groups)) + width * (len(loaded) - 1) / 2, groups, rotation=60, ha="right", fontsize=7)
     axis.set_ylabel("error (%), mean over severities")
     axis.legend()
-    storage.write_bytes(storage.join(out, "comparison.png"), _png(figure))
-    lines += ["", "![comparison](comparison.png)", ""]
-    storage.write_bytes(storage.join(out, "comparison.md"), "\n".join(lines).encode())
+    markdown, png, json = layout.COMPARISON
+    storage.write_bytes(layout.at(out, png), figure_png(figure))
+    lines += ["", f"![comparison]({png})", ""]
+    storage.write_bytes(layout.at(out, markdown), "\n".join(lines).encode())
     table = {"runs": list(runs), "names": labels, "rows": {metric: values for metric, values in rows}}
-    storage.write_json(storage.join(out, "comparison.json"), table)
+    storage.write_json(layout.at(out, json), table)
     print("\n".join(lines[:len(rows) + 4]))
     print(f"comparison written to {out}")
     return table

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from augmix.errors import InputError
 from orchestrator.ray_session import worker_env
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def entrypoint(command: list[str]) -> str:
     with the Python the cluster's nodes installed the project into (cluster.yaml's setup_commands)."""
     name, *arguments = command
     if name not in JOB_MODULES:
-        raise ValueError(f"cannot submit {name!r}; allowed: {', '.join(JOB_MODULES)}")
+        raise InputError(f"cannot submit {name!r}; allowed: {', '.join(JOB_MODULES)}")
     return " ".join(["python3", "-m", f"jobs.{name}", *map(shlex.quote, arguments)])
 
 

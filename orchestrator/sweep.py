@@ -22,7 +22,11 @@ from typing import Any
 import yaml
 
 from augmix import storage
+from augmix.errors import InputError
+from orchestrator import layout
 from orchestrator.config import Config, TuneConfig, build_config
+from orchestrator.plots import figure_png, pyplot
+from orchestrator.resources import sweep_concurrency
 
 OBJECTIVE = "val_corrupted_error"
 TIE_BREAKER = "val_corrupted_nll"
@@ -33,7 +37,7 @@ SECONDARY = "val_error"
 # trials whose errors are equal
 TIE_WEIGHT = 1e-9
 NLL_CAP = 100.0
-SWEEP_NAME = "sweep"
+SWEEP_NAME = layout.SWEEP
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ def search_space(tune_config: TuneConfig) -> dict[str, Any]:
 def trial_config(base: dict[str, Any], params: dict[str, Any], trial_id: str, sweep_uri: str) -> Config:
     """The base config with one trial's hyperparameters, its own name and storage under the sweep."""
     overrides = [f"{key}={value}" for key, value in params.items()]
-    overrides += [f"name=trial-{trial_id}", f"storage.uri={storage.join(sweep_uri, 'trials', trial_id)}",
+    overrides += [f"name=trial-{trial_id}", f"storage.uri={layout.trial_uri(sweep_uri, trial_id)}",
                   "train.validate_corrupted=true"]
     return build_config(copy.deepcopy(base), overrides)
 
@@ -105,11 +109,11 @@ def _trial(params: dict[str, Any], base: dict[str, Any], sweep_uri: str) -> None
 def _validated(config: Config) -> Config:
     """Fail before any trial starts: the sweep must have the objective's corruptions to score."""
     if config.tune.num_samples < 1 or not search_space(config.tune):
-        raise ValueError("tune: the search space is empty; set at least one of tune.lam, tune.width, tune.alpha, tune.depth")
+        raise InputError("tune: the search space is empty; set at least one of tune.lam, tune.width, tune.alpha, tune.depth")
     if not config.augmix.enabled:
-        raise ValueError("augmix.enabled=false: a sweep over AugMix hyperparameters needs AugMix on")
+        raise InputError("augmix.enabled=false: a sweep over AugMix hyperparameters needs AugMix on")
     if config.data.validation_fraction <= 0:
-        raise ValueError("data.validation_fraction=0: the sweep objective needs a held-out validation split")
+        raise InputError("data.validation_fraction=0: the sweep objective needs a held-out validation split")
     return config
 
 
@@ -122,7 +126,7 @@ def _tuner(config: Config, sweep_uri: str, resume: bool):
     trainable = tune.with_resources(partial(_trial, base=config.to_dict(), sweep_uri=sweep_uri),
                                     {"cpu": config.tune.cpus_per_trial, "memory": 1})
     storage_path = storage.absolute(config.storage.uri)
-    experiment = storage.join(storage_path, SWEEP_NAME)
+    experiment = layout.sweep_uri(storage_path)
     if resume and tune.Tuner.can_restore(experiment):
         print(f"resuming the sweep in {experiment} (finished trials are kept)")
         return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True, restart_errored=False)
@@ -138,7 +142,7 @@ def _tuner(config: Config, sweep_uri: str, resume: bool):
                                     # max_concurrent_trials beside a SearchGenerator)
                                     search_alg=tune.search.BasicVariantGenerator(
                                         random_state=config.tune.seed,
-                                        max_concurrent=config.tune.max_concurrent_trials)),
+                                        max_concurrent=sweep_concurrency(config))),
         run_config=tune.RunConfig(name=SWEEP_NAME, storage_path=storage_path, verbose=1),
     )
 
@@ -193,20 +197,21 @@ def write_sweep_report(config: Config, grid) -> SweepResult:
     root = config.storage.uri
     rows = _trial_rows(config, grid)
     if not rows or rows[0][OBJECTIVE] is None:
-        raise RuntimeError(f"no trial reported {OBJECTIVE}; see the trial logs under {storage.join(root, SWEEP_NAME)}")
+        raise RuntimeError(f"no trial reported {OBJECTIVE}; see the trial logs under {layout.sweep_uri(root)}")
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows), buffer)
-    storage.write_bytes(storage.join(root, "trials.parquet"), buffer.getvalue())
-    storage.write_bytes(storage.join(root, "trials.md"), _markdown(rows).encode())
-    storage.write_bytes(storage.join(root, "objective_vs_hyperparameters.png"), _plot(rows))
+    table_uri = layout.at(root, layout.TRIALS_PARQUET)
+    storage.write_bytes(table_uri, buffer.getvalue())
+    storage.write_bytes(layout.at(root, layout.TRIALS_MD), _markdown(rows).encode())
+    storage.write_bytes(layout.at(root, layout.SWEEP_PLOT), _plot(rows))
     best = rows[0]
     best_config = build_config(config.to_dict(), [f"{k}={v}" for k, v in best.items() if "." in k]
-                               + [f"name={config.name}-best", f"storage.uri={storage.join(root, 'best')}"])
-    best_uri = storage.join(root, "best_config.yaml")
+                               + [f"name={config.name}-best", f"storage.uri={layout.at(root, layout.BEST_RUN)}"])
+    best_uri = layout.at(root, layout.BEST_CONFIG)
     storage.write_bytes(best_uri, yaml.safe_dump(best_config.to_dict(), sort_keys=False).encode())
     print(_markdown(rows))
     print(f"best config: {best_uri}  (train and evaluate it: augmix run --config {best_uri})")
-    return SweepResult(storage.join(root, "trials.parquet"), best_uri, best)
+    return SweepResult(table_uri, best_uri, best)
 
 
 def _markdown(rows: list[dict[str, Any]]) -> str:
@@ -218,11 +223,7 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def _plot(rows: list[dict[str, Any]]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     params = [key for key in rows[0] if "." in key]
     figure, axes = plt.subplots(1, max(1, len(params)), figsize=(3.4 * max(1, len(params)), 3.2), sharey=True)
     for axis, key in zip(list(getattr(axes, "flat", [axes])), params):
@@ -232,7 +233,4 @@ def _plot(rows: list[dict[str, Any]]) -> bytes:
         if key == "augmix.lam":
             axis.set_xscale("log")
     list(getattr(axes, "flat", [axes]))[0].set_ylabel("validation-corruption error (%)")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure, dpi=110)

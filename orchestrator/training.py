@@ -15,12 +15,15 @@ from typing import Any
 import torch
 
 from augmix import storage
+from orchestrator import layout
 from orchestrator.config import Config
 from orchestrator.pipeline import PipelineData, augment_stage_kwargs, build_datasets
 from orchestrator.ray_session import ensure_ray
+from orchestrator.resources import ensure_schedulable, training_demands
 from workers.train_loop import CHECKPOINT_FILE, Hook, LoopRuntime, load_checkpoint_file, train_loop_per_worker
 
-MODEL_FILE = "model.pt"
+SCALING_HINT = ("lower scaling.cpus_per_worker / cpus_per_data_actor / data_actors, set scaling.use_gpu=false, "
+                "drop resources no node has from scaling.trainer_resources / data_resources, or use a cluster that has them")
 
 
 @dataclass
@@ -36,11 +39,12 @@ class TrainingResult:
 
 def run_storage_uri(config: Config) -> str:
     """The RunConfig storage_path: `<storage.uri>/train` (absolute for local paths)."""
-    return storage.absolute(storage.join(config.storage.uri, "train"))
+    return storage.absolute(layout.train_uri(config.storage.uri))
 
 
 def model_uri(config: Config) -> str:
-    return storage.join(storage.absolute(config.storage.uri), "model", MODEL_FILE)
+    """`<storage.uri>/model/model.pt`, absolute for local paths (the evaluation may run elsewhere)."""
+    return layout.model_uri(storage.absolute(config.storage.uri))
 
 
 def build_run_config(config: Config, callbacks: list | None = None, name: str | None = None,
@@ -61,7 +65,7 @@ def build_run_config(config: Config, callbacks: list | None = None, name: str | 
 def loop_config(config: Config, data: PipelineData, hooks: tuple[Hook, ...] = ()) -> dict[str, Any]:
     """What every train worker receives: the validated config and what the driver learnt (LoopRuntime)."""
     runtime = LoopRuntime(stream=data.stream, stage_kwargs=augment_stage_kwargs(config), num_classes=data.num_classes,
-                          classes=data.classes, validation_size=data.validation_size,
+                          classes=data.classes, validation_size=data.validation_size, skipped_rows=data.skipped_rows,
                           local_mode=config.scaling.num_workers == 0, hooks=tuple(hooks))
     return {"config": config, "runtime": runtime}
 
@@ -112,6 +116,7 @@ def train(config: Config, address: str | None = None, run_config=None, hooks: tu
     storage.apply_endpoint(config.storage.endpoint_url)
     storage.check_writable(config.storage.uri)
     ensure_ray(address)
+    ensure_schedulable(training_demands(config), "the training run", SCALING_HINT)
     run_config = run_config or build_run_config(config)
     result = build_trainer(config, run_config, hooks=hooks).fit()
     if result.checkpoint is None:
@@ -124,7 +129,9 @@ def train(config: Config, address: str | None = None, run_config=None, hooks: tu
         checkpoint_uri = f"{config.storage.uri.split('://', 1)[0]}://{checkpoint_uri.lstrip('/')}"
     history = state["history"]
     final_error = history[-1]["val_error"] if history else None
+    skipped = max((epoch.get("skipped_rows", 0) for epoch in history), default=0)
     print(f"training finished: {state['epoch']} epochs; final val error "
-          f"{final_error if final_error is None else format(final_error, '.4f')}\n"
+          f"{final_error if final_error is None else format(final_error, '.4f')}"
+          + (f"; up to {skipped} unusable row(s) skipped per epoch (data.on_bad_image=skip)" if skipped else "") + "\n"
           f"  checkpoint: {checkpoint_uri}/{CHECKPOINT_FILE}\n  model:      {uri}", flush=True)
     return TrainingResult(uri, checkpoint_uri, run_storage_uri(config), history, final_error)

@@ -44,7 +44,7 @@ for _key, _value in {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
-    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60",
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "180",  # a loaded 2-core machine starts a group slowly
     "RAY_DEDUP_LOGS": "1",
 }.items():
     os.environ.setdefault(_key, _value)

@@ -22,16 +22,25 @@ def by_value() -> None:
 @dataclass(frozen=True)
 class KillOnce:
     """End the worker process of `rank` once, after the training steps of `epoch` and before its
-    report (a marker file makes it once). Not at the epoch's start: a worker that dies right after
-    a report can race the controller collecting it, and the test wants a known last checkpoint."""
+    report (a marker file makes it once).
+
+    Ray Train's controller collects reports asynchronously: a worker that dies a moment after a
+    report can take that report (and its checkpoint) with it. The test wants a known last
+    checkpoint, so the kill waits until the controller has registered one (its snapshot file in
+    the run folder names a checkpoint), up to a minute."""
 
     epoch: int
     rank: int
     marker: str
+    run_folder: str
 
     def __call__(self, event: str, epoch: int, rank: int) -> None:
         if event != "epoch_trained" or (epoch, rank) != (self.epoch, self.rank) or Path(self.marker).exists():
             return
+        snapshot = Path(self.run_folder) / "checkpoint_manager_snapshot.json"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (snapshot.exists() and "checkpoint_" in snapshot.read_text()):
+            time.sleep(0.2)
         Path(self.marker).write_text(f"killed rank {rank} at the end of epoch {epoch}\n")
         os._exit(1)
 

@@ -69,3 +69,11 @@ def test_cli_exits_2_with_one_line(capsys):
     assert main(["train", "--set", "augmix.width=0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("augmix: error: config augmix.width = 0") and "\n" not in err
+
+
+def test_model_options_are_checked_and_typed_when_the_config_is_read():
+    assert build_config({}, ["model.options.dropout=1e-3"]).model.options == {"dropout": 0.001}  # YAML: a string
+    with pytest.raises(ConfigError, match="option.s. dropot not allowed; allowed: dropout"):
+        build_config({}, ["model.options.dropot=0.1"])
+    with pytest.raises(ConfigError, match="option dropout='abc': expected float"):
+        build_config({}, ["model.options.dropout=abc"])

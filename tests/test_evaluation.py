@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -196,3 +197,53 @@ def test_cell_file_names_round_trip():
         assert EvaluationCell.from_file_name(cell.file_name) == cell
     for name in ("notes.txt", "clean.npz.tmp-1a2b3c4d", "-3.npz", "fog-x.npz"):
         assert EvaluationCell.from_file_name(name) is None, name
+
+
+# --- the -P suite --------------------------------------------------------------------------------
+
+P_SETTINGS = ("eval.suites=[p]", "eval.limit=30", "eval.frames=6")  # 30 videos of 6 frames per cell
+
+
+@pytest.fixture(scope="module")
+def p_run(ray_cluster, model_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("p")
+    return out, evaluate(_config(out, *P_SETTINGS, "eval.difficulties=[1, 2]"), checkpoint=model_file)
+
+
+def test_p_fan_out_scores_every_cell_and_reports(p_run, model_file):
+    out, results = p_run
+    from augmix.perturbations import TEST_PERTURBATIONS
+
+    names = sorted(storage.list_names(str(out / "eval" / "p_cells")))
+    assert names == sorted([f"{n}-1.npz" for n in TEST_PERTURBATIONS] + ["gaussian_noise-2.npz", "shot_noise-2.npz"])
+    assert list(results["flip_rates"]) == list(TEST_PERTURBATIONS) == list(results["top5_distances"])
+    assert all(0 <= p <= 1 for p in results["flip_probabilities"].values())
+    assert results["mfr"] == pytest.approx(np.mean(list(results["flip_probabilities"].values())))
+    assert results["mt5d"] > 0 and results["corruption_errors"] == {} and results["clean_error"] is not None
+    assert "## Perturbation stability (-P)" in (out / "report.md").read_text()
+    assert (out / "stability.png").stat().st_size > 0
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out / "results.parquet").to_pydict()
+    assert table["suite"].count("p") == 12 and table["suite"].count("c") == 1
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "eval" / "p_cells").glob("*.npz")}
+    again = evaluate(_config(out, *P_SETTINGS, "eval.difficulties=[1, 2]"), checkpoint=model_file)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "eval" / "p_cells").glob("*.npz")} == before
+    assert again["flip_probabilities"] == results["flip_probabilities"]
+    with pytest.raises(ValueError, match="differs in frames"):
+        evaluate(_config(out, "eval.suites=[p]", "eval.limit=30", "eval.frames=8"), checkpoint=model_file)
+
+
+def test_written_p_set_gives_the_on_the_fly_numbers(p_run, model_file, tmp_path):
+    _, reference = p_run
+    subset = "eval.perturbations=[gaussian_noise, snow, rotate]"
+    written = tmp_path / "cifar-p"
+    assert cli_main(["corrupt", "--out", str(written), "--set", "data.name=synthetic",
+                     *[arg for setting in (*P_SETTINGS, subset) for arg in ("--set", setting)]]) == 0
+    assert sorted(p.name for p in written.iterdir()) == ["gaussian_noise.npy", "labels.npy", "rotate.npy", "snow.npy"]
+    assert np.load(written / "snow.npy", mmap_mode="r").shape == (30, 6, 32, 32, 3)
+    results = evaluate(_config(tmp_path / "from-files", *P_SETTINGS, subset, f"eval.perturbed_path={written}"),
+                       checkpoint=model_file)
+    for name in ("gaussian_noise", "snow", "rotate"):
+        assert results["flip_probabilities"][name] == reference["flip_probabilities"][name], name
+        assert results["top5_distances"][name] == reference["top5_distances"][name], name

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from augmix.perturbations import (
-    NOISE_PERTURBATIONS,
     PERTURBATIONS,
+    RANDOM_PERTURBATIONS,
+    TEST_PERTURBATIONS,
     default_frames,
     perturbation_sequence,
 )
@@ -150,8 +151,8 @@ def test_shot_noise_level_and_difficulty():
         assert (sequence[:, 1:] - sequence[:, :1]).std().item() == pytest.approx(expected, rel=0.06)
 
 
-@pytest.mark.parametrize("name", NOISE_PERTURBATIONS)
-def test_noise_is_reproducible_by_seed(name):
+@pytest.mark.parametrize("name", RANDOM_PERTURBATIONS)
+def test_random_sequences_are_reproducible_by_seed(name):
     images = _natural_images()
     first = perturbation_sequence(images, name, generator=torch.Generator().manual_seed(5))
     again = perturbation_sequence(images, name, generator=torch.Generator().manual_seed(5))
@@ -161,8 +162,73 @@ def test_noise_is_reproducible_by_seed(name):
 
 def test_geometric_sequences_are_deterministic():
     images = _natural_images()
-    for name in ("motion_blur", "zoom_blur", "brightness", "translate", "rotate", "tilt", "scale"):
+    for name in sorted(set(PERTURBATIONS) - set(RANDOM_PERTURBATIONS)):
         assert torch.equal(perturbation_sequence(images, name), perturbation_sequence(images, name))
+
+
+def test_the_headline_set_is_imagenet_ps_ten_with_snow():
+    assert len(TEST_PERTURBATIONS) == 10 and "snow" in TEST_PERTURBATIONS
+    assert not {"speckle_noise", "gaussian_blur", "spatter", "shear"} & set(TEST_PERTURBATIONS)
+
+
+def test_snow_keeps_one_field_and_turns_its_streaks():
+    """Every frame whitens the same image and adds the same field's streaks: frames differ only
+    where the blur angle moves snow, and all are at least as bright as the whitened image."""
+    images = _natural_images(2)
+    sequence = perturbation_sequence(images, "snow", generator=torch.Generator().manual_seed(2)).double()
+    assert sequence.shape[1] == 31
+    steps = (sequence[:, 1:] - sequence[:, :-1]).abs().mean((0, 2, 3, 4))
+    assert (steps > 0).sum() >= 20 and (steps < 20).all()  # whole-pixel taps: some angle steps move nothing
+    darkest = sequence.amin(dim=1)
+    x = images.double() / 255
+    gray = (x * torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).reshape(1, 3, 1, 1)).sum(1, keepdim=True)
+    whitened = torch.floor((0.85 * x + 0.15 * torch.maximum(x, 1.5 * gray + 0.5)).clamp(0, 1) * 255)
+    assert (darkest >= whitened - 1).all()
+
+
+def test_spatter_drips_down():
+    """The liquid moves down the rows frame by frame: its centre of mass row grows."""
+    images = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
+    sequence = perturbation_sequence(images, "spatter", generator=torch.Generator().manual_seed(1)).double()
+    mass = sequence.sum(dim=(2, 4))  # [B, T, H]
+    rows = torch.arange(32, dtype=torch.float64)
+    centre = (mass * rows).sum(-1) / mass.sum(-1).clamp(min=1e-9)
+    assert (centre[:, 9] > centre[:, 0] + 2).all()  # later it drips off the bottom edge
+
+
+def test_speckle_noise_scales_with_the_pixel():
+    images = torch.full((4, 3, 32, 32), 200, dtype=torch.uint8)
+    images[:, :, :16] = 50
+    sequence = perturbation_sequence(images, "speckle_noise", difficulty=3,
+                                     generator=torch.Generator().manual_seed(0)).double()
+    deviation = sequence[:, 1:] - sequence[:, :1]
+    bright, dark = deviation[..., 16:, :].std().item(), deviation[..., :16, :].std().item()
+    assert bright == pytest.approx(0.10 * 200, rel=0.08) and dark == pytest.approx(0.10 * 50, rel=0.1)
+
+
+def test_gaussian_blur_matches_skimage():
+    from skimage.filters import gaussian
+
+    images = _natural_images(1, 32)
+    x = images[0].permute(1, 2, 0).numpy() / 255.0
+    ours = perturbation_sequence(images, "gaussian_blur")[0]
+    for frame in (0, 30):
+        reference = np.uint8(255 * gaussian(x, sigma=0.3 + 0.015 * frame, channel_axis=-1, truncate=7.0))
+        difference = np.abs(ours[frame].permute(1, 2, 0).numpy().astype(int) - reference.astype(int))
+        assert difference.max() <= 1 and difference.mean() < 0.05
+
+
+def test_shear_matches_torchvision_pil_affine():
+    from PIL import Image
+    import torchvision.transforms.functional as TF
+
+    images = _natural_images(1, 32)
+    pil = Image.fromarray(images[0].permute(1, 2, 0).numpy())
+    sheared = perturbation_sequence(images, "shear")[0]
+    for frame in (0, 9, 30):
+        reference = np.asarray(TF.affine(pil, angle=0, translate=[0, 0], scale=1.0, shear=[float(frame - 15), 0.0],
+                                         interpolation=TF.InterpolationMode.BILINEAR))
+        assert _interior_mean_abs(sheared[frame], reference, border=6) < 1.0
 
 
 # --- fidelity to the reference's libraries on the same image and parameter -------------------------
@@ -248,7 +314,7 @@ def test_zoom_blur_running_mean_is_the_reference_float32_accumulation():
 # --- bad input -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("images, name, kwargs, match", [
-    (_natural_images(), "snow", {}, "unknown perturbation 'snow'"),
+    (_natural_images(), "fog", {}, "unknown perturbation 'fog'"),
     (_natural_images(), "rotate", {"frames": 1}, "frames = 1"),
     (_natural_images(), "rotate", {"frames": 2.5}, "frames = 2.5"),
     (_natural_images(), "rotate", {"frames": True}, "frames = True"),

@@ -36,6 +36,14 @@ def _load(bucket: str, key: str) -> dict:
     return torch.load(io.BytesIO(body), map_location="cpu", weights_only=False)
 
 
+def _text(bucket: str, key: str) -> str:
+    """An object's text, or "" while it does not exist."""
+    try:
+        return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    except boto3.client("s3").exceptions.NoSuchKey:
+        return ""
+
+
 def _checkpoints(bucket: str, prefix: str) -> list[str]:
     return sorted(key for key in _objects(bucket, prefix) if key.endswith("/checkpoint.pt"))
 
@@ -97,6 +105,10 @@ def test_s3_checkpoints_survive_an_outage_mid_upload_and_a_longer_rerun_resumes(
     first_config = _training_config(uri, epochs=2, max_failures=10)
     runner, outcome = _train_in_background(first_config, hooks=(HoldBeforeReport(2, 0, str(hold)),))
     _wait_for((hold / "holding").exists, runner, outcome, "epoch 2's report", 300)
+    # Ray Train's controller registers epoch 1's checkpoint (and writes its snapshot to S3) a moment
+    # after the report; epoch 2 follows at once, so wait for that write before taking S3 down
+    _wait_for(lambda: "checkpoint_" in _text(s3_bucket, f"{run_prefix}checkpoint_manager_snapshot.json"),
+              runner, outcome, "epoch 1's checkpoint to be registered", 60)
     assert [_load(s3_bucket, key)["epoch"] for key in _checkpoints(s3_bucket, run_prefix)] == [1]
 
     worker_pid = int((hold / "holding").read_text())
@@ -211,3 +223,15 @@ def test_wrong_credentials_and_a_missing_bucket_end_in_one_line_naming_the_bucke
     line = _cli_error(["evaluate", "--out", f"s3://{s3_bucket}/eval", "--checkpoint", checkpoint], capsys)
     assert f"access to bucket '{s3_bucket}' denied" in line
     assert "not-the-secret" not in line
+
+
+def test_a_config_is_read_from_s3(s3_bucket):
+    """What a sweep prints (`augmix run --config s3://.../best_config.yaml`) reads as a local file does."""
+    from orchestrator.config import ConfigError, load_config
+
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key="sweep/best_config.yaml",
+                                  Body=b"train:\n  epochs: 7\naugmix:\n  lam: 3.5\n")
+    config = load_config(f"s3://{s3_bucket}/sweep/best_config.yaml", ["train.batch_size=64"])
+    assert (config.train.epochs, config.augmix.lam, config.train.batch_size) == (7, 3.5, 64)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(f"s3://{s3_bucket}/sweep/missing.yaml")

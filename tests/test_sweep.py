@@ -82,17 +82,23 @@ def test_trial_table_is_best_first_with_ties_by_nll_and_nan_last():
     assert [row["status"] for row in rows] == ["finished", "stopped early", "finished", "stopped early"]
 
 
-def test_tuner_wires_asha_ranking_and_concurrency_from_the_config(tmp_path):
+@pytest.mark.ray
+def test_tuner_wires_asha_ranking_and_concurrency_from_the_config(ray_cluster, tmp_path):
+    """Concurrency is the config's cap where the cluster (4 logical CPUs here) holds that many trials,
+    and what it holds where it does not."""
     from orchestrator.sweep import RANKING, _tuner
 
+    small = ["scaling.cpus_per_worker=0.5", "scaling.cpus_per_data_actor=0.25"]  # 1 CPU per trial
     config = load_config(None, ["tune.max_concurrent_trials=3", "tune.grace_period=2", "tune.reduction_factor=3",
-                                "train.epochs=9", f"storage.uri={tmp_path}"])
+                                "train.epochs=9", f"storage.uri={tmp_path}", *small])
     tune_config = _tuner(config, str(tmp_path), resume=False)._local_tuner._tune_config
     scheduler = tune_config.scheduler
     assert (tune_config.metric, tune_config.mode) == (RANKING, "min")
     assert (scheduler._time_attr, scheduler._max_t, scheduler._reduction_factor) == ("epoch", 9, 3.0)
     assert [milestone for milestone, _ in scheduler._brackets[0]._rungs] == [6.0, 2.0]  # grace 2, then x3
     assert tune_config.search_alg.max_concurrent == 3  # trials run side by side up to the config's cap
+    larger = build_config(config.to_dict(), ["scaling.cpus_per_worker=1", "scaling.cpus_per_data_actor=0.5"])
+    assert _tuner(larger, str(tmp_path), resume=False)._local_tuner._tune_config.search_alg.max_concurrent == 2
 
 
 def _trial_results(out: Path) -> dict[str, int]:

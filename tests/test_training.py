@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from augmix.image_batch import to_uint8_rounded
 from augmix.loss import augmix_loss
 from augmix.mix import AugMix
 from workers.augment import (
@@ -17,7 +18,6 @@ from workers.augment import (
     decode_rows,
     random_crop_flip,
     stage_mode,
-    to_uint8,
 )
 from workers.train_loop import (
     cosine_factor,
@@ -59,7 +59,7 @@ def test_random_crop_flip_without_padding_or_flip_is_identity():
 
 def test_to_uint8_rounds_to_nearest_level():
     values = torch.tensor([0.0, 0.5 / 255 - 1e-4, 0.5 / 255 + 1e-4, 1.0, 1.2, -0.1])
-    assert to_uint8(values).tolist() == [0, 0, 1, 255, 255, 0]
+    assert to_uint8_rounded(values).tolist() == [0, 0, 1, 255, 255, 0]
 
 
 @pytest.mark.parametrize("enabled,jsd,placement,mode", [
@@ -99,8 +99,8 @@ def test_augment_stage_matches_augmix_on_the_cropped_images():
     cropped = random_crop_flip(images, 4, True, generator)
     _, aug1, aug2 = AugMix(width=2, severity=2).triple(cropped, generator)
     np.testing.assert_array_equal(out["clean"], cropped.numpy())
-    np.testing.assert_array_equal(out["aug1"], to_uint8(aug1).numpy())
-    np.testing.assert_array_equal(out["aug2"], to_uint8(aug2).numpy())
+    np.testing.assert_array_equal(out["aug1"], to_uint8_rounded(aug1).numpy())
+    np.testing.assert_array_equal(out["aug2"], to_uint8_rounded(aug2).numpy())
     assert not np.array_equal(out["aug1"], out["aug2"])
 
 
@@ -190,7 +190,7 @@ def test_amp_training_step_on_cuda_learns_a_fixed_batch(placement, channels_last
     batch = {"clean": images, "label": labels}
     if placement == "data":
         _, aug1, aug2 = AugMix().triple(images, torch.Generator().manual_seed(0))
-        batch.update(aug1=to_uint8(aug1), aug2=to_uint8(aug2))
+        batch.update(aug1=to_uint8_rounded(aug1), aug2=to_uint8_rounded(aug2))
     model = build_model("wrn16_2", 10).to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -278,7 +278,7 @@ def test_large_parquet_streams_from_storage_with_files_held_out(ray_cluster, cif
     stage = AugmentStage(source=stream.source, **augment_stage_kwargs(config))
     piece = {name: np.asarray(values[:1]) for name, values in stream.pieces(0, 1, 1).to_pydict().items()}
     batch = next(iter(stage(piece)))
-    assert set(batch) == {"clean", "aug1", "aug2", "label", "epoch", "row"} and batch["aug1"].dtype == np.uint8
+    assert set(batch) == {"clean", "aug1", "aug2", "label", "epoch", "row", "skipped"} and batch["aug1"].dtype == np.uint8
     assert batch["clean"].shape[1:] == (3, 32, 32) and (batch["row"] < 400).all()
     validation = data.validation.take_batch(100)
     assert set(validation) == {"clean", "label"} and validation["clean"].shape == (100, 3, 32, 32)

@@ -103,7 +103,7 @@ def test_parquet_row_groups_are_dealt_out_whole_epochs_at_a_time(tmp_path):
             pieces = stream.pieces(rank, epoch, epoch).to_pydict()
             rows = []
             for e, fragment, start, stop in zip(*(pieces[name] for name in PIECE_COLUMNS)):
-                images, labels, indices = reader.read(e, fragment, start, stop)
+                images, labels, indices, _, _ = reader.read(e, fragment, start, stop)
                 assert [int(b) for b in images] == indices.tolist()  # the row index names the row read
                 assert (labels == indices % 10).all()
                 rows.extend(indices.tolist())
@@ -125,7 +125,7 @@ def test_augmentation_is_reproducible_for_a_seed_and_fresh_each_epoch():
     first, again, other = outputs(3), outputs(3), outputs(4)
     assert len(first) == 8 and all(len(out["label"]) == 16 for out in first)
     for a, b in zip(first, again):
-        assert set(a) == {"clean", "aug1", "aug2", "label", "epoch", "row"}
+        assert set(a) == {"clean", "aug1", "aug2", "label", "epoch", "row", "skipped"}
         for column in a:
             np.testing.assert_array_equal(a[column], b[column])
     assert not np.array_equal(first[0]["aug1"], other[0]["aug1"])
@@ -156,7 +156,7 @@ def test_the_ray_stream_delivers_the_plan_in_order_and_resumes_on_the_same_batch
 
     rows = _table_rows(96, size=32)
     table = ImageTable(rows.rows["image"], rows.rows["label"], [str(i) for i in range(10)], "test rows")
-    stream = TrainingStream(table_rows(table, 32), seed=5, world=1, rows_per_epoch=64, piece_rows=32)
+    stream = TrainingStream(table_rows(table), seed=5, world=1, rows_per_epoch=64, piece_rows=32)
     kwargs = {"mode": "triple", "seed": 5, "batch_rows": 16}
 
     def batches(first: int) -> list[dict]:

@@ -10,10 +10,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from loop_hooks import KillOnce, by_value
 
 from orchestrator.config import build_config
 from orchestrator.training import build_run_config, train
-from loop_hooks import KillOnce, by_value
 
 pytestmark = pytest.mark.ray
 
@@ -44,7 +44,8 @@ def test_killed_worker_recovers_from_last_checkpoint(ray_cluster, tmp_path):
     marker = tmp_path / "killed"
     by_value()
     config = _config(tmp_path)
-    first = _fit(config, hooks=(KillOnce(2, 1, str(marker)),))
+    run_folder = tmp_path / "run" / "train" / config.name
+    first = _fit(config, hooks=(KillOnce(2, 1, str(marker), str(run_folder)),))
 
     assert marker.exists(), "the fault was never injected"
     # rank 1 died at the end of epoch 2's steps: epoch 1 stays from attempt 0, epoch 2 is redone

@@ -21,6 +21,9 @@ from typing import Iterator, Literal
 import numpy as np
 import torch
 
+from augmix.datasets.table import check_labels
+from augmix.errors import BadRow, InputError
+from augmix.image_batch import to_uint8_rounded
 from augmix.mix import AugMix
 from workers.memory import retain_freed_memory
 from workers.training_data import PIECE_COLUMNS, PieceReader, piece_seed
@@ -168,11 +171,6 @@ def random_resized_crop(images: torch.Tensor | list[torch.Tensor], size: int, sc
     return _resized_crop_each(images, top, left, h, w, size, flips)
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float [0,1] → uint8, rounded to the nearest level."""
-    return images.mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
-
-
 def decode_batch(images: np.ndarray, image_size: int, source: str = "batch", resize: int | None = None) -> torch.Tensor:
     """Rows of an `image` column (uint8 HWC tensors or encoded bytes) → uint8 [B,3,S,S].
 
@@ -252,6 +250,8 @@ class AugmentStage:
         crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
         seed: int = 0,
         batch_rows: int = 256,
+        num_classes: int | None = None,
+        on_bad_image: str = "fail",
         threads: int = 1,
     ) -> None:
         if mode not in MODES:
@@ -270,32 +270,75 @@ class AugmentStage:
         self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
         self.seed = int(seed)
         self.batch_rows = int(batch_rows)
+        self.num_classes = num_classes
+        self.skip_bad = on_bad_image == "skip"
 
     def __call__(self, pieces: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         for epoch, fragment, start, stop in zip(*(pieces[name].tolist() for name in PIECE_COLUMNS)):
-            images, labels, rows = self.reader.read(epoch, fragment, start, stop)
-            for offset in range(0, len(rows), self.batch_rows):
+            piece = self.reader.read(epoch, fragment, start, stop)
+            for offset in range(0, len(piece.rows), self.batch_rows):
                 part = slice(offset, offset + self.batch_rows)
                 generator = torch.Generator().manual_seed(piece_seed(self.seed, epoch, fragment, start + offset))
-                out = self.views(images[part], labels[part], generator)
-                yield out | {"epoch": np.full(len(out["label"]), epoch, dtype=np.int64), "row": rows[part]}
+                try:
+                    images, labels, skipped = self.usable(piece.images[part], piece.labels[part])
+                except BadRow as bad:  # named by the dataset's row and the image's path, not the batch's
+                    row = offset + bad.row
+                    path = None if piece.paths is None else piece.paths[row]
+                    raise bad.at(piece.source, int(piece.rows[row]),
+                                 path.decode() if isinstance(path, bytes) else path) from None
+                out = self.views(images, labels, generator)
+                yield out | {"epoch": np.full(len(labels), epoch, dtype=np.int64), "row": piece.rows[part],
+                             "skipped": skipped}
 
-    def views(self, raw_images: np.ndarray, labels: np.ndarray, generator: torch.Generator) -> dict[str, np.ndarray]:
-        """Decode, crop + flip, then the mode's views of one batch of rows."""
+    def usable(self, raw_images: np.ndarray, labels: np.ndarray):
+        """(decoded images, labels, which rows were skipped): a bad row raises BadRow (batch row),
+        or with on_bad_image=skip is filled with another row of the batch so every batch keeps its
+        size (all trainers take the same steps) and is counted in `skipped`."""
+        labels = np.asarray(labels).astype(np.int64)
+        skipped = np.zeros(len(labels), dtype=bool)
+        try:
+            if self.num_classes is not None:
+                check_labels(labels, self.num_classes, "training rows")
+            return self.decoded(raw_images), labels, skipped
+        except BadRow:
+            if not self.skip_bad:
+                raise
+        for row in range(len(labels)):  # find every bad row, one at a time
+            try:
+                if self.num_classes is not None:
+                    check_labels(labels[row:row + 1], self.num_classes, "training rows")
+                self.decoded(raw_images[row:row + 1])
+            except BadRow:
+                skipped[row] = True
+        good = np.flatnonzero(~skipped)
+        if len(good) == 0:
+            raise InputError(f"training rows: all {len(labels)} rows of a batch are unusable (data.on_bad_image=skip)")
+        fill = good[np.searchsorted(good, np.arange(len(labels))) % len(good)]  # the next good row
+        return self.decoded(raw_images[fill]), labels[fill], skipped
+
+    def decoded(self, raw_images: np.ndarray) -> torch.Tensor | list[torch.Tensor]:
+        """Pixels of a batch of rows: a batch tensor, or (random_resized) each image at its own size."""
         if self.train_crop == "random_resized":
-            images = random_resized_crop(decode_list(raw_images, source="training rows"), self.image_size,
-                                         self.crop_scale, self.crop_ratio, self.flip, generator)
+            return decode_list(raw_images, source="training rows")
+        return decode_batch(raw_images, self.image_size, source="training rows")
+
+    def views(self, images, labels: np.ndarray, generator: torch.Generator) -> dict[str, np.ndarray]:
+        """Crop + flip, then the mode's views of one batch of rows (decoded here if given raw)."""
+        if isinstance(images, np.ndarray):
+            images = self.decoded(images)
+        if self.train_crop == "random_resized":
+            images = random_resized_crop(images, self.image_size, self.crop_scale, self.crop_ratio, self.flip,
+                                         generator)
         else:
-            images = decode_batch(raw_images, self.image_size, source="training rows")
             images = random_crop_flip(images, self.crop_padding, self.flip, generator)
         out: dict[str, np.ndarray] = {"label": np.asarray(labels).astype(np.int64)}
         if self.mode == "clean":
             out["clean"] = images.numpy()
         elif self.mode == "single":
-            out["aug1"] = to_uint8(self.augmix(images, generator)).numpy()
+            out["aug1"] = to_uint8_rounded(self.augmix(images, generator)).numpy()
         else:
             _, aug1, aug2 = self.augmix.triple(images, generator)
             out["clean"] = images.numpy()
-            out["aug1"] = to_uint8(aug1).numpy()
-            out["aug2"] = to_uint8(aug2).numpy()
+            out["aug1"] = to_uint8_rounded(aug1).numpy()
+            out["aug2"] = to_uint8_rounded(aug2).numpy()
         return out

@@ -167,6 +167,7 @@ class LoopRuntime:
     num_classes: int
     classes: list[str]
     validation_size: int
+    skipped_rows: int = 0  # rows left out before training (data.on_bad_image=skip on the driver)
     local_mode: bool = False  # the loop runs in the driver (num_workers=0)
     hooks: tuple[Hook, ...] = ()  # called at named points of the loop (the tests inject faults here)
 
@@ -235,8 +236,9 @@ def training_batches(config, runtime: LoopRuntime, worker: Worker, first_epoch: 
     """This trainer's batches for epochs first_epoch..train.epochs: one Ray Data execution."""
     scaling = config.scaling
     actors = max(1, -(-scaling.data_actors // worker.world))  # the run's actors, shared out per trainer
+    stage_kwargs = runtime.stage_kwargs | {"num_classes": runtime.num_classes}
     dataset = training_dataset(runtime.stream, worker.rank, first_epoch, config.train.epochs, AugmentStage,
-                               runtime.stage_kwargs, actors, scaling.cpus_per_data_actor, scaling.data_resources)
+                               stage_kwargs, actors, scaling.cpus_per_data_actor, scaling.data_resources)
     return stream_batches(dataset, config.train.batch_size)
 
 
@@ -259,20 +261,21 @@ def train_epoch(state: TrainingState, batches: Iterator[dict], epoch: int, steps
     # loss, ce, jsd summed on the device: reading them every step would make the host wait for
     # the GPU at each step instead of queueing the next one while it computes
     step_sums = torch.zeros(3, device=worker.device)
-    wait, first_wait, done = 0.0, 0.0, 0
+    wait, first_wait, done, skipped = 0.0, 0.0, 0, 0
     start = tick = time.perf_counter()
     for batch in epoch_batches(batches, epoch, steps):
         wait += time.perf_counter() - tick
         first_wait = wait if done == 0 else first_wait
         inputs, views = training_inputs(batch, worker.device, augmix, generator, worker.channels_last)
         targets = batch["label"].to(worker.device, non_blocking=True)
+        skipped += int(batch["skipped"].sum()) if "skipped" in batch else 0
         step_sums += optimisation_step(state.model, state.optimizer, state.scheduler, state.scaler, inputs, targets,
                                        views, lam, worker.amp)
         done += 1
         tick = time.perf_counter()
     loss, ce, jsd = step_sums.tolist()  # waits for the epoch's last step
     return {"loss": loss, "ce": ce, "jsd": jsd, "steps": done, "samples": done * config.train.batch_size,
-            "wait": wait, "first_wait": first_wait, "time": time.perf_counter() - start}
+            "wait": wait, "first_wait": first_wait, "time": time.perf_counter() - start, "skipped": skipped}
 
 
 def validate_epoch(state: TrainingState, shard, config, worker: Worker) -> dict[str, float]:
@@ -310,6 +313,8 @@ def epoch_metrics(epoch: int, totals: dict[str, float], config, worker: Worker, 
         "steps": int(totals["steps"] / world),
         "lr": float(state.scheduler.get_last_lr()[0]),
         "attempt": state.attempt,
+        # rows not trained on: dropped before training, or filled in by the actors this epoch
+        "skipped_rows": int(totals["skipped"]) + totals.get("skipped_before", 0),
     }
     if config.train.validate_corrupted:
         metrics["val_corrupted_error"] = totals["wrong_corrupted"] / total if total else float("nan")
@@ -416,7 +421,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         sums = train_epoch(state, batches, epoch, steps, config, worker, augmix)
         runtime.fire("epoch_trained", epoch, worker.rank)
         totals = reduce_sums(sums | validate_epoch(state, validation, config, worker), worker.device)
-        metrics = epoch_metrics(epoch, totals, config, worker, state)
+        metrics = epoch_metrics(epoch, totals | {"skipped_before": runtime.skipped_rows}, config, worker, state)
         state.epoch = epoch
         state.history.append(metrics)
         rng_states = gathered_rng_states(worker)

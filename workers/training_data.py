@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
+
+from augmix.datasets.table import PATH_COLUMN
+from augmix.errors import InputError
 
 PIECE_COLUMNS = ("epoch", "fragment", "start", "stop")
 TAG_COLUMNS = ("epoch", "row")  # travel with every view row to the trainer
@@ -178,9 +181,19 @@ def rows_per_trainer(size: int, world: int, batch_size: int, max_steps: int = 0)
     """Rows each trainer takes per epoch: whole batches of its share, capped by max_steps batches."""
     steps = (size // max(world, 1)) // batch_size
     if steps < 1:
-        raise ValueError(f"{size} training rows cannot fill one batch of {batch_size} on each of {world} trainer(s); "
+        raise InputError(f"{size} training rows cannot fill one batch of {batch_size} on each of {world} trainer(s); "
                          "use more rows, a smaller train.batch_size or fewer scaling.num_workers")
     return batch_size * (min(steps, max_steps) if max_steps > 0 else steps)
+
+
+class PieceRows(NamedTuple):
+    """The rows of one piece, in the piece's order."""
+
+    images: np.ndarray  # uint8 [N,H,W,3] or encoded bytes
+    labels: np.ndarray
+    rows: np.ndarray  # global row indices
+    paths: np.ndarray | None  # each row's file name or key, where the source records one
+    source: str  # where the rows come from, for error messages
 
 
 def plain_pieces(source, piece_rows: int):
@@ -209,19 +222,21 @@ class PieceReader:
     def _order(self, size: int, epoch: int, fragment: int = -1) -> np.ndarray:
         return permutation(size, self.seed, epoch, fragment) if self.shuffle else np.arange(size)
 
-    def read(self, epoch: int, fragment: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def read(self, epoch: int, fragment: int, start: int, stop: int) -> PieceRows:
         source = self.source
         if isinstance(source, RANDOM_ACCESS):
             rows = self._order(source.size, epoch)[start:stop]
             table = self._rows()
+            paths = table.get("path")
+            paths = None if paths is None else paths[rows]
             if isinstance(source, FolderRows):
-                from augmix.datasets.fs import locate
                 from augmix.datasets.folder import read_files
+                from augmix.datasets.fs import locate
 
                 images = np.empty(len(rows), dtype=object)
                 images[:] = read_files(locate(source.root, source.filesystem), table["path"][rows])
-                return images, table["label"][rows], rows.astype(np.int64)
-            return table["image"][rows], table["label"][rows], rows.astype(np.int64)
+                return PieceRows(images, table["label"][rows], rows.astype(np.int64), paths, source.source)
+            return PieceRows(table["image"][rows], table["label"][rows], rows.astype(np.int64), paths, source.source)
         if isinstance(source, WebDatasetRows):
             return self._read_shard(epoch, fragment, start, stop)
         return self._read_fragment(epoch, fragment, start, stop)
@@ -241,7 +256,7 @@ class PieceReader:
         table = self._rows()
         images = np.empty(len(rows), dtype=object)
         images[:] = read_samples(self.source.filesystem, shard.path, table["offset"][rows], table["size"][rows])
-        return images, table["label"][rows], rows
+        return PieceRows(images, table["label"][rows], rows, None, shard.path)
 
     def _read_fragment(self, epoch: int, index: int, start: int, stop: int):
         import pyarrow as pa
@@ -249,14 +264,20 @@ class PieceReader:
 
         source = self.source
         fragment = source.fragments[index]
-        with source.filesystem.open_input_file(fragment.path) as handle:
-            group = pq.ParquetFile(handle).read_row_group(fragment.row_group,
-                                                          columns=[source.image_column, source.label_column])
+        try:
+            with source.filesystem.open_input_file(fragment.path) as handle:
+                parquet = pq.ParquetFile(handle)
+                columns = [source.image_column, source.label_column]
+                columns += [PATH_COLUMN] if PATH_COLUMN in parquet.schema_arrow.names else []
+                group = parquet.read_row_group(fragment.row_group, columns=columns)
+        except OSError as error:
+            raise InputError(f"{fragment.path}: cannot read row group {fragment.row_group} ({error})") from None
         # shuffled within the row group, the same way for every piece of it in this epoch
-        local = self._order(fragment.rows, epoch, index)[start:stop]
-        images = group.column(source.image_column).take(pa.array(local)).to_numpy(zero_copy_only=False)
-        labels = group.column(source.label_column).take(pa.array(local)).to_numpy().astype(np.int64)
-        return images, labels, fragment.offset + local.astype(np.int64)
+        local = pa.array(self._order(fragment.rows, epoch, index)[start:stop])
+        images = group.column(source.image_column).take(local).to_numpy(zero_copy_only=False)
+        labels = group.column(source.label_column).take(local).to_numpy().astype(np.int64)
+        paths = group.column(PATH_COLUMN).take(local).to_numpy(zero_copy_only=False) if PATH_COLUMN in columns else None
+        return PieceRows(images, labels, fragment.offset + local.to_numpy().astype(np.int64), paths, fragment.path)
 
 
 def training_dataset(stream: TrainingStream, rank: int, first_epoch: int, last_epoch: int, stage: type,
@@ -274,6 +295,7 @@ def training_dataset(stream: TrainingStream, rank: int, first_epoch: int, last_e
     dataset = ray.data.from_blocks([pieces.slice(i, 1) for i in range(pieces.num_rows)])
     dataset.context.execution_options.preserve_order = True
     dataset.context.target_max_block_size = 8 * 1024 * 1024  # small blocks: map and trainer overlap
+    dataset.context.enable_progress_bars = False  # a run-long bar in a worker's log; the epoch lines say more
     options = {"resources": dict(resources)} if resources else {}
     return dataset.map_batches(stage, fn_constructor_kwargs={"source": stream.source, **stage_kwargs},
                                compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor,

@@ -14,10 +14,9 @@ import zlib
 import torch
 from torch import nn
 
-from augmix.corruptions import EXTRA_CORRUPTIONS, corrupt
+from augmix.corruptions import EXTRA_CORRUPTIONS, SEVERITIES, corrupt
 
 VALIDATION_CORRUPTIONS = EXTRA_CORRUPTIONS
-SEVERITIES = (1, 2, 3, 4, 5)
 PAIRS = [(name, severity) for severity in SEVERITIES for name in VALIDATION_CORRUPTIONS]
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from augmix.corruptions._common import PRESETS, SEVERITIES, check_images, check_preset, check_severity
+from augmix.corruptions._common import PRESETS, SEVERITIES, check_image_batch, check_preset, check_severity
 from augmix.corruptions.blur import defocus_blur, gaussian_blur, glass_blur, motion_blur, zoom_blur
 from augmix.corruptions.digital import (
     brightness,
@@ -77,7 +77,7 @@ def corrupt(images: Tensor, name: str, severity: int, preset: str = "cifar",
         raise ValueError(f"corruption {name!r} is not allowed; allowed: {list(ALL_CORRUPTIONS)}")
     check_severity(severity)
     check_preset(preset)
-    check_images(images)
+    check_image_batch(images)
     return KERNELS[name](images, severity, preset, generator)
 
 

@@ -14,23 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from augmix.image_batch import (  # noqa: F401 - re-exported for the kernels
+    TRUNCATION_SLACK,
+    check_image_batch,
+    to_uint8_rounded,
+    to_uint8_truncated,
+)
+
 PRESETS: tuple[str, ...] = ("cifar", "imagenet")
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 BOUNDARY_MODES: tuple[str, ...] = ("nearest", "reflect", "mirror", "wrap")
-
-# float32 x/255*255 can land a hair below an integer; truncating that would lose a gray level
-# the float64 reference keeps, so truncation gets this much slack.
-_TRUNCATION_SLACK = 1e-4
-
-
-def check_images(images: object) -> None:
-    """Raise ValueError unless images is a uint8 tensor [B,3,H,W]."""
-    if not isinstance(images, Tensor):
-        raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}; allowed: torch.uint8 tensor [B,3,H,W]")
-    if images.dtype != torch.uint8:
-        raise ValueError(f"images dtype {images.dtype} is not allowed; allowed: torch.uint8 [B,3,H,W]")
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images shape {tuple(images.shape)} is not allowed; allowed: [B,3,H,W] (uint8)")
 
 
 def check_severity(severity: object) -> int:
@@ -49,8 +42,18 @@ def check_preset(preset: object) -> str:
 
 def check_inputs(images: object, severity: object, preset: object) -> tuple[int, str]:
     """Validate a kernel's arguments; returns (severity, preset)."""
-    check_images(images)
+    check_image_batch(images)
     return check_severity(severity), check_preset(preset)
+
+
+def hsv_value_shift(images: Tensor, shift: float | Tensor, channel_dim: int = 1) -> Tensor:
+    """skimage rgb2hsv, V + shift clipped to [0, 1], hsv2rgb, in closed form: hue and saturation
+    stay, so every channel scales by V'/V (V = the channel max); black pixels become gray V'.
+    `shift` broadcasts against V (one per frame for the -P brightness sequence)."""
+    value = images.amax(dim=channel_dim, keepdim=True)
+    new_value = (value + shift).clamp(0.0, 1.0)
+    scaled = images * (new_value / value.clamp_min(1e-12))
+    return torch.where(value > 0, scaled, new_value)
 
 
 def severity_constant(table: dict[str, Sequence], severity: int, preset: str):
@@ -61,16 +64,6 @@ def severity_constant(table: dict[str, Sequence], severity: int, preset: str):
 def to_float(images: Tensor) -> Tensor:
     """uint8 [B,3,H,W] -> float32 in [0, 1] (the reference's ``np.array(x) / 255.``)."""
     return images.to(torch.float32) / 255.0
-
-
-def to_uint8(images: Tensor) -> Tensor:
-    """float in [0, 1] (clipped here) -> uint8 by truncation, as ``np.uint8(np.clip(x, 0, 1) * 255)``."""
-    return (images.clamp(0.0, 1.0) * 255.0 + _TRUNCATION_SLACK).floor_().to(torch.uint8)
-
-
-def to_uint8_rounded(images: Tensor) -> Tensor:
-    """float in [0, 1] -> uint8 by rounding: for steps the reference runs in PIL/ImageMagick/libjpeg."""
-    return (images.clamp(0.0, 1.0) * 255.0).round_().to(torch.uint8)
 
 
 # ---------------------------------------------------------------- random draws

@@ -24,7 +24,7 @@ from augmix.corruptions._common import (
     separable_filter,
     severity_constant,
     to_float,
-    to_uint8,
+    to_uint8_truncated,
     to_uint8_rounded,
     uniform,
 )
@@ -220,16 +220,16 @@ def defocus_blur(images: Tensor, severity: int, preset: str, generator: torch.Ge
     severity, preset = check_inputs(images, severity, preset)
     radius, alias_blur = severity_constant(DEFOCUS_BLUR, severity, preset)
     kernel = disk_kernel(radius, alias_blur).to(images.device)
-    return to_uint8(filter2d(to_float(images), kernel, "mirror"))
+    return to_uint8_truncated(filter2d(to_float(images), kernel, "mirror"))
 
 
 def glass_blur(images: Tensor, severity: int, preset: str, generator: torch.Generator | None) -> Tensor:
     """Gaussian blur, uint8, local pixel shuffle, gaussian blur again."""
     severity, preset = check_inputs(images, severity, preset)
     sigma, max_delta, iterations = severity_constant(GLASS_BLUR, severity, preset)
-    blurred = to_uint8(gaussian_filter(to_float(images), sigma))
+    blurred = to_uint8_truncated(gaussian_filter(to_float(images), sigma))
     shuffled = local_shuffle(blurred, max_delta, iterations, generator)
-    return to_uint8(gaussian_filter(to_float(shuffled), sigma))
+    return to_uint8_truncated(gaussian_filter(to_float(shuffled), sigma))
 
 
 def motion_blur(images: Tensor, severity: int, preset: str, generator: torch.Generator | None) -> Tensor:
@@ -316,11 +316,11 @@ def zoom_blur(images: Tensor, severity: int, preset: str, generator: torch.Gener
     factors = tuple(arange_values(*severity_constant(ZOOM_BLUR, severity, preset)))
     batch, channels, height, width = images.shape
     planes = to_float(images).reshape(batch * channels, height, width)
-    return to_uint8(zoom_blur_sum(planes, factors).reshape(images.shape))
+    return to_uint8_truncated(zoom_blur_sum(planes, factors).reshape(images.shape))
 
 
 def gaussian_blur(images: Tensor, severity: int, preset: str, generator: torch.Generator | None) -> Tensor:
     """skimage.filters.gaussian (mode "nearest", truncate 4)."""
     severity, preset = check_inputs(images, severity, preset)
     sigma = severity_constant(GAUSSIAN_BLUR_SIGMA, severity, preset)
-    return to_uint8(gaussian_filter(to_float(images), sigma))
+    return to_uint8_truncated(gaussian_filter(to_float(images), sigma))

@@ -13,12 +13,13 @@ from augmix.corruptions._common import (
     check_inputs,
     filter_columns,
     filter_rows,
+    hsv_value_shift,
     pil_box_resize,
     sample_bilinear,
     severity_constant,
     smoothing_matrix,
     to_float,
-    to_uint8,
+    to_uint8_truncated,
     uniform,
 )
 
@@ -64,11 +65,7 @@ def brightness(images: Tensor, severity: int, preset: str, generator: torch.Gene
     """HSV value + c, clipped: channels scale by v'/v (black becomes gray v')."""
     severity, preset = check_inputs(images, severity, preset)
     shift = severity_constant(BRIGHTNESS, severity, preset)
-    x = to_float(images).to(torch.float64)
-    value = x.amax(dim=1, keepdim=True)
-    new_value = (value + shift).clamp(0.0, 1.0)
-    scaled = x * (new_value / value.clamp_min(1e-12))
-    return to_uint8(torch.where(value > 0, scaled, new_value.expand_as(x)))
+    return to_uint8_truncated(hsv_value_shift(to_float(images).to(torch.float64), shift))
 
 
 def saturate(images: Tensor, severity: int, preset: str, generator: torch.Generator | None) -> Tensor:
@@ -82,7 +79,7 @@ def saturate(images: Tensor, severity: int, preset: str, generator: torch.Genera
     new_saturation = (saturation * scale + shift).clamp(0.0, 1.0)
     gray_hue_weights = torch.tensor([0.0, 1.0, 1.0], dtype=x.dtype, device=x.device).reshape(1, 3, 1, 1)
     hue_weights = torch.where(delta > 0, (value - x) / delta.clamp_min(1e-12), gray_hue_weights)
-    return to_uint8(value * (1.0 - new_saturation * hue_weights))
+    return to_uint8_truncated(value * (1.0 - new_saturation * hue_weights))
 
 
 def contrast(images: Tensor, severity: int, preset: str, generator: torch.Generator | None) -> Tensor:
@@ -91,7 +88,7 @@ def contrast(images: Tensor, severity: int, preset: str, generator: torch.Genera
     factor = severity_constant(CONTRAST, severity, preset)
     x = to_float(images).to(torch.float64)
     means = x.mean(dim=(2, 3), keepdim=True)
-    return to_uint8((x - means) * factor + means)
+    return to_uint8_truncated((x - means) * factor + means)
 
 
 def pixelate(images: Tensor, severity: int, preset: str, generator: torch.Generator | None) -> Tensor:
@@ -158,7 +155,7 @@ def elastic_transform(images: Tensor, severity: int, preset: str, generator: tor
     if jitter != 0:
         x = sample_bilinear(x, affine_ys, affine_xs, "mirror")
     if alpha == 0:
-        return to_uint8(x)
+        return to_uint8_truncated(x)
     noise = uniform((2, batch, height, width), -1.0, 1.0, generator, device)
     if sigma > 0:
         rows = smoothing_matrix(height, sigma, "reflect", ELASTIC_SMOOTHING_TRUNCATE, device=device)
@@ -167,4 +164,4 @@ def elastic_transform(images: Tensor, severity: int, preset: str, generator: tor
     shift_x, shift_y = noise[0] * alpha, noise[1] * alpha
     ys = torch.arange(height, dtype=torch.float32, device=device).reshape(1, -1, 1) + shift_y
     xs = torch.arange(width, dtype=torch.float32, device=device).reshape(1, 1, -1) + shift_x
-    return to_uint8(sample_bilinear(x, ys, xs, "reflect"))
+    return to_uint8_truncated(sample_bilinear(x, ys, xs, "reflect"))

@@ -10,13 +10,13 @@ import torch
 from torch import Tensor
 
 from augmix.corruptions._common import (
-    _TRUNCATION_SLACK,
+    TRUNCATION_SLACK,
     check_inputs,
     rand,
     randn,
     severity_constant,
     to_float,
-    to_uint8,
+    to_uint8_truncated,
 )
 
 # Additive normal noise std (on [0, 1] images).
@@ -62,7 +62,7 @@ def shot_noise_table(photons: int, device: str) -> tuple[Tensor, Tensor, Tensor]
     pmf = torch.exp(torch.xlogy(counts, rates) - rates - torch.lgamma(counts + 1))  # [256, c]
     # the kernel's own float32 truncation of k / c; every count >= c saturates to 255
     count_levels = ((counts.to(torch.float32) / float(photons)).clamp(0.0, 1.0) * 255.0
-                    + _TRUNCATION_SLACK).floor().long()
+                    + TRUNCATION_SLACK).floor().long()
     levels, slot = torch.unique(torch.cat([count_levels, torch.tensor([255])]), return_inverse=True)
     width = levels.numel()
     probability = torch.zeros(256, width, dtype=torch.float64)
@@ -107,7 +107,7 @@ def gaussian_noise(images: Tensor, severity: int, preset: str, generator: torch.
     severity, preset = check_inputs(images, severity, preset)
     std = severity_constant(GAUSSIAN_NOISE_STD, severity, preset)
     x = to_float(images)
-    return to_uint8(x + randn(x.shape, generator, x.device) * std)
+    return to_uint8_truncated(x + randn(x.shape, generator, x.device) * std)
 
 
 def shot_noise(images: Tensor, severity: int, preset: str, generator: torch.Generator | None) -> Tensor:
@@ -135,4 +135,4 @@ def speckle_noise(images: Tensor, severity: int, preset: str, generator: torch.G
     severity, preset = check_inputs(images, severity, preset)
     std = severity_constant(SPECKLE_NOISE_STD, severity, preset)
     x = to_float(images)
-    return to_uint8(x + x * randn(x.shape, generator, x.device) * std)
+    return to_uint8_truncated(x + x * randn(x.shape, generator, x.device) * std)

@@ -29,12 +29,11 @@ from augmix.corruptions._common import (
     clipped_zoom,
     gaussian_kernel1d,
     motion_blur_filter,
-    pad,
     rand,
     randn,
     severity_constant,
     to_float,
-    to_uint8,
+    to_uint8_truncated,
     uniform,
 )
 
@@ -158,7 +157,7 @@ def fog(images: Tensor, severity: int, preset: str, generator: torch.Generator |
     fractal = plasma_fractal(batch, mapsize, wibble_decay, generator, x.device)[:, :height, :width]
     peak = x.reshape(batch, -1).amax(dim=1).reshape(batch, 1, 1, 1)
     x = x + strength * fractal.unsqueeze(1)
-    return to_uint8(x * peak / (peak + strength))
+    return to_uint8_truncated(x * peak / (peak + strength))
 
 
 # ---------------------------------------------------------------- frost
@@ -262,7 +261,7 @@ def frost(images: Tensor, severity: int, preset: str, generator: torch.Generator
     batch, _, height, width = images.shape
     layer = frost_layers(batch, height, width, preset, generator, images.device)
     mixed = image_weight * to_float(images) + frost_weight * layer.to(torch.float32) / 255.0
-    return to_uint8(mixed)
+    return to_uint8_truncated(mixed)
 
 
 # ---------------------------------------------------------------- snow
@@ -295,7 +294,7 @@ def snow(images: Tensor, severity: int, preset: str, generator: torch.Generator 
     gray_weights = torch.tensor(GRAY_WEIGHTS, device=x.device).reshape(1, 3, 1, 1)
     gray = (x * gray_weights).sum(dim=1, keepdim=True)
     x = image_weight * x + (1 - image_weight) * torch.maximum(x, gray * 1.5 + 0.5)
-    return to_uint8(x + layer + layer.flip(-2, -1))
+    return to_uint8_truncated(x + layer + layer.flip(-2, -1))
 
 
 # ---------------------------------------------------------------- spatter: OpenCV steps in torch
@@ -516,8 +515,8 @@ def spatter(images: Tensor, severity: int, preset: str, generator: torch.Generat
         # np.uint8 (a black image); never seen in 5,000 draws per severity, so left out: no spatter.
         mask = torch.where(peak > 0, mask / peak.clamp(min=1e-12), torch.zeros_like(mask)) * strength
         color = torch.tensor(WATER_RGB, device=x.device).reshape(1, 3, 1, 1)
-        return to_uint8(x + mask.unsqueeze(1) * color)
+        return to_uint8_truncated(x + mask.unsqueeze(1) * color)
     mask = smooth_nearest((field > threshold).to(torch.float32), strength)
     mask = torch.where(mask < 0.8, torch.zeros_like(mask), mask)
     color = torch.tensor(MUD_RGB, device=x.device).reshape(1, 3, 1, 1)
-    return to_uint8(x * (1 - mask) + color * mask)
+    return to_uint8_truncated(x * (1 - mask) + color * mask)

@@ -23,6 +23,7 @@ from augmix.datasets.synthetic import CLASSES as SYNTHETIC_CLASSES
 from augmix.datasets.synthetic import generate_synthetic, synthetic_table
 from augmix.datasets.table import ImageTable, check_labels, decode_images
 from augmix.datasets.webdataset import IMAGE_KEYS, LABEL_KEY, read_webdataset, shard_files
+from augmix.errors import InputError
 
 SOURCES = ("synthetic", "cifar10", "cifar100", "parquet", "folder", "webdataset")
 SPLITS = ("train", "validation", "test")
@@ -94,13 +95,13 @@ def load_split(
     decode: Parquet only; decode the bytes now instead of leaving that to the pipeline.
     """
     if name not in SOURCES:
-        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(SOURCES)}")
+        raise InputError(f"unknown dataset {name!r}; allowed: {', '.join(SOURCES)}")
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+        raise InputError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     if limit < 0:
-        raise ValueError(f"limit {limit} is negative; allowed: 0 (all) or a positive row count")
+        raise InputError(f"limit {limit} is negative; allowed: 0 (all) or a positive row count")
     if split == "validation" and validation_fraction <= 0:
-        raise ValueError("split 'validation' needs validation_fraction > 0 (it is held out of train)")
+        raise InputError("split 'validation' needs validation_fraction > 0 (it is held out of train)")
     source_split = "test" if split == "test" else "train"
     if name == "synthetic":
         size = synthetic_test_size if source_split == "test" else synthetic_train_size
@@ -124,7 +125,7 @@ def load_split(
                                     classes=classes, filesystem=filesystem)
     else:
         if path is None:
-            raise ValueError("dataset 'parquet' needs a path (local directory/file or s3:// URI)")
+            raise InputError("dataset 'parquet' needs a path (local directory/file or s3:// URI)")
         table = read_parquet(
             split_location(path, source_split, filesystem),
             image_column=image_column,

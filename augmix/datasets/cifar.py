@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 
 from augmix.datasets.fs import Location, is_uri, locate
 from augmix.datasets.table import ImageTable, check_labels
+from augmix.errors import InputError, MissingInput
 
 FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 BATCHES = {
@@ -64,9 +65,9 @@ def read_cifar(
     it is missing from a local directory.
     """
     if name not in FOLDERS:
-        raise ValueError(f"unknown CIFAR dataset {name!r}; allowed: {', '.join(FOLDERS)}")
+        raise InputError(f"unknown CIFAR dataset {name!r}; allowed: {', '.join(FOLDERS)}")
     if split not in ("train", "test"):
-        raise ValueError(f"unknown {name} split {split!r}; allowed: train, test")
+        raise InputError(f"unknown {name} split {split!r}; allowed: train, test")
     folder = find_folder(name, path if path is not None else default_root(), download, filesystem)
     classes = _read_classes(name, folder)
     images, labels, read = [], [], 0
@@ -94,7 +95,7 @@ def find_folder(
     if download and not is_uri(os.fspath(path)) and filesystem is None:
         _download(name, root.path)
         return root.join(FOLDERS[name])
-    raise FileNotFoundError(
+    raise MissingInput(
         f"{name} not found at {root.display} (looked for {marker} there and in "
         f"{FOLDERS[name]}/): download and extract {DOWNLOAD_URL[name]} into that directory, "
         f"or allow the download (download=True / data.download: true)"
@@ -116,7 +117,7 @@ def _download(name: str, directory: str) -> None:
     try:
         dataset_class(directory, train=True, download=True)
     except (OSError, RuntimeError) as error:
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{name}: download into {directory} failed ({error}); fetch {DOWNLOAD_URL[name]} and "
             f"extract it there"
         ) from None
@@ -134,13 +135,13 @@ def _load_pickle(location: Location) -> dict:
         with location.open_input_file() as handle:
             payload = handle.read()
     except FileNotFoundError:
-        raise FileNotFoundError(f"CIFAR batch file missing: {location.display}") from None
+        raise MissingInput(f"CIFAR batch file missing: {location.display}") from None
     try:
         content = _SafeUnpickler(io.BytesIO(payload), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
-        raise ValueError(f"{location.display}: not a CIFAR python batch ({error})") from None
+        raise InputError(f"{location.display}: not a CIFAR python batch ({error})") from None
     if not isinstance(content, dict):
-        raise ValueError(f"{location.display}: not a CIFAR python batch (a {type(content).__name__})")
+        raise InputError(f"{location.display}: not a CIFAR python batch (a {type(content).__name__})")
     return content
 
 
@@ -148,22 +149,22 @@ def _read_classes(name: str, folder: Location) -> list[str]:
     file_name, key = META[name]
     meta = _load_pickle(folder.join(file_name))
     if key not in meta:
-        raise ValueError(f"{folder.join(file_name).display}: no {key.decode()} entry")
+        raise InputError(f"{folder.join(file_name).display}: no {key.decode()} entry")
     return [n.decode() if isinstance(n, bytes) else str(n) for n in meta[key]]
 
 
 def _read_batch(location: Location, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     batch = _load_pickle(location)
     if b"data" not in batch or label_key not in batch:
-        raise ValueError(
+        raise InputError(
             f"{location.display}: expected entries data and {label_key.decode()}, found "
             f"{', '.join(k.decode() if isinstance(k, bytes) else str(k) for k in batch)}"
         )
     data = np.asarray(batch[b"data"])
     labels = np.asarray(batch[label_key], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise ValueError(f"{location.display}: data must be uint8 [N, 3072], got {data.dtype} {list(data.shape)}")
+        raise InputError(f"{location.display}: data must be uint8 [N, 3072], got {data.dtype} {list(data.shape)}")
     if len(labels) != len(data):
-        raise ValueError(f"{location.display}: {len(labels)} labels for {len(data)} images")
+        raise InputError(f"{location.display}: {len(labels)} labels for {len(data)} images")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels

@@ -15,9 +15,10 @@ import numpy as np
 import pyarrow.fs as pafs
 from numpy.lib import format as npy_format
 
+from augmix.corruptions._common import SEVERITIES
 from augmix.datasets.fs import Location, is_uri, locate
+from augmix.errors import InputError, MissingInput
 
-SEVERITIES = (1, 2, 3, 4, 5)
 LABELS_FILE = "labels.npy"
 HEADER_PREFIX_BYTES = 10  # magic (6) + version (2) + header length (2, version 1.0)
 
@@ -37,7 +38,7 @@ def read_corrupted(
     ranged reads of just that severity's rows.
     """
     if severity not in SEVERITIES:
-        raise ValueError(f"severity {severity!r} out of range; allowed: 1, 2, 3, 4, 5")
+        raise InputError(f"severity {severity!r} out of range; allowed: 1, 2, 3, 4, 5")
     directory = locate(root, filesystem)
     image_file = directory.join(f"{corruption}.npy")
     if not image_file.is_file() and directory.join(corruption).is_dir():  # the ImageNet-C folder layout
@@ -46,14 +47,14 @@ def read_corrupted(
         return read_corrupted_folder(root, corruption, severity, limit=limit, filesystem=filesystem)
     if not image_file.is_file():
         available = list_corruptions(root, filesystem=filesystem) if directory.is_dir() else []
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{image_file.display} not found; corruptions there: {', '.join(available) or 'none'}"
         )
     ranged = filesystem is not None or is_uri(os.fspath(root))
     read = _read_rows_ranged if ranged else _read_rows_mapped
     images_shape, images_dtype = _npy_header(image_file)
     if images_dtype != np.uint8 or len(images_shape) != 4 or images_shape[-1] != 3:
-        raise ValueError(f"{image_file.display}: expected uint8 [5N,H,W,3], got {images_dtype} {list(images_shape)}")
+        raise InputError(f"{image_file.display}: expected uint8 [5N,H,W,3], got {images_dtype} {list(images_shape)}")
     count = _severity_count(image_file, images_shape)
     take = min(limit, count) if limit > 0 else count
     start = (severity - 1) * count
@@ -61,10 +62,10 @@ def read_corrupted(
     label_file = directory.join(LABELS_FILE)
     labels_shape, _ = _npy_header(label_file)
     if labels_shape != (images_shape[0],):
-        raise ValueError(f"{label_file.display}: shape {list(labels_shape)}, expected [{images_shape[0]}] to match {image_file.display}")
+        raise InputError(f"{label_file.display}: shape {list(labels_shape)}, expected [{images_shape[0]}] to match {image_file.display}")
     labels = read(label_file, start, take)
     if labels.dtype.kind not in "iu":
-        raise ValueError(f"{label_file.display}: labels must be integers, got {labels.dtype}")
+        raise InputError(f"{label_file.display}: labels must be integers, got {labels.dtype}")
     return images, labels.astype(np.int64)
 
 
@@ -73,7 +74,7 @@ def list_corruptions(root: str | os.PathLike, *, filesystem: pafs.FileSystem | N
     ImageNet-C layout), sorted."""
     directory = locate(root, filesystem)
     if not directory.is_dir():
-        raise FileNotFoundError(f"corrupted dataset directory not found: {directory.display}")
+        raise MissingInput(f"corrupted dataset directory not found: {directory.display}")
     selector = pafs.FileSelector(directory.path, recursive=False)
     names = [
         os.path.basename(item.path)[: -len(".npy")]
@@ -99,17 +100,17 @@ def write_corrupted(
     temporary name, then renamed), so an interrupted run leaves no half file behind.
     """
     if len(images_by_severity) != len(SEVERITIES):
-        raise ValueError(f"need images for 5 severities, got {len(images_by_severity)}")
+        raise InputError(f"need images for 5 severities, got {len(images_by_severity)}")
     labels = np.asarray(labels)
     first = np.asarray(images_by_severity[0])
     for severity, images in zip(SEVERITIES, images_by_severity):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or images.shape != first.shape:
-            raise ValueError(
+            raise InputError(
                 f"severity {severity}: images must be uint8 [N,H,W,3] of one shape {list(first.shape)}, "
                 f"got {images.dtype} {list(images.shape)}"
             )
     if labels.shape != (len(first),) or labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integers [{len(first)}], got {labels.dtype} {list(labels.shape)}")
+        raise InputError(f"labels must be integers [{len(first)}], got {labels.dtype} {list(labels.shape)}")
     directory = locate(root, filesystem)
     directory.filesystem.create_dir(directory.path, recursive=True)
     _write_npy(directory.join(f"{corruption}.npy"), list(images_by_severity))
@@ -118,21 +119,21 @@ def write_corrupted(
     if label_file.is_file():
         existing = _read_rows_ranged(label_file, 0, _npy_header(label_file)[0][0])
         if existing.shape != tiled.shape or not np.array_equal(existing, tiled):
-            raise ValueError(f"{label_file.display} holds different labels than those given for {corruption}")
+            raise InputError(f"{label_file.display} holds different labels than those given for {corruption}")
         return
     _write_npy(label_file, [tiled])
 
 
 def _severity_count(location: Location, shape: tuple[int, ...]) -> int:
     if not shape or shape[0] % len(SEVERITIES):
-        raise ValueError(f"{location.display}: {shape[0] if shape else 0} rows is not 5 severities x N")
+        raise InputError(f"{location.display}: {shape[0] if shape else 0} rows is not 5 severities x N")
     return shape[0] // len(SEVERITIES)
 
 
 def _npy_header(location: Location) -> tuple[tuple[int, ...], np.dtype]:
     """(shape, dtype) from the .npy header, reading only its first bytes."""
     if not location.is_file():
-        raise FileNotFoundError(f"{location.display} not found")
+        raise MissingInput(f"{location.display} not found")
     shape, _, dtype, _ = _parse_header(location)
     return shape, dtype
 
@@ -142,7 +143,7 @@ def _parse_header(location: Location) -> tuple[tuple[int, ...], bool, np.dtype, 
     with location.open_input_file() as handle:
         prefix = handle.read(HEADER_PREFIX_BYTES + 2)
         if prefix[:6] != b"\x93NUMPY":
-            raise ValueError(f"{location.display}: not a .npy file")
+            raise InputError(f"{location.display}: not a .npy file")
         major = prefix[6]
         if major == 1:
             header_length = int.from_bytes(prefix[8:10], "little")
@@ -151,7 +152,7 @@ def _parse_header(location: Location) -> tuple[tuple[int, ...], bool, np.dtype, 
             header_length = int.from_bytes(prefix[8:12], "little")
             start = 12
         else:
-            raise ValueError(f"{location.display}: unsupported .npy version {major}")
+            raise InputError(f"{location.display}: unsupported .npy version {major}")
         handle.seek(start)
         header_text = handle.read(header_length).decode("latin1" if major < 3 else "utf8")
     try:
@@ -160,11 +161,11 @@ def _parse_header(location: Location) -> tuple[tuple[int, ...], bool, np.dtype, 
         dtype = np.dtype(npy_format.descr_to_dtype(header["descr"]))
         fortran = bool(header["fortran_order"])
     except (ValueError, SyntaxError, KeyError, TypeError) as error:
-        raise ValueError(f"{location.display}: bad .npy header ({error})") from None
+        raise InputError(f"{location.display}: bad .npy header ({error})") from None
     if fortran and len(shape) > 1:
-        raise ValueError(f"{location.display}: Fortran-ordered arrays are not supported")
+        raise InputError(f"{location.display}: Fortran-ordered arrays are not supported")
     if dtype.hasobject:
-        raise ValueError(f"{location.display}: object arrays are not supported")
+        raise InputError(f"{location.display}: object arrays are not supported")
     return shape, fortran, dtype, start + header_length
 
 
@@ -176,7 +177,7 @@ def _read_rows_ranged(location: Location, start: int, count: int) -> np.ndarray:
         handle.seek(offset + start * row_bytes)
         payload = handle.read(count * row_bytes)
     if len(payload) != count * row_bytes:
-        raise ValueError(f"{location.display}: truncated (wanted rows {start}..{start + count - 1} of {shape[0]})")
+        raise InputError(f"{location.display}: truncated (wanted rows {start}..{start + count - 1} of {shape[0]})")
     return np.frombuffer(payload, dtype=dtype).reshape((count, *shape[1:])).copy()
 
 
@@ -184,9 +185,9 @@ def _read_rows_mapped(location: Location, start: int, count: int) -> np.ndarray:
     try:
         mapped = np.load(location.path, mmap_mode="r", allow_pickle=False)
     except ValueError as error:
-        raise ValueError(f"{location.display}: unreadable .npy ({error})") from None
+        raise InputError(f"{location.display}: unreadable .npy ({error})") from None
     if mapped.shape[0] < start + count:
-        raise ValueError(f"{location.display}: truncated (wanted rows {start}..{start + count - 1} of {mapped.shape[0]})")
+        raise InputError(f"{location.display}: truncated (wanted rows {start}..{start + count - 1} of {mapped.shape[0]})")
     return np.array(mapped[start : start + count])
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from augmix import storage
+from augmix.errors import InputError, MissingInput
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Location:
         try:
             return self.filesystem.open_input_file(self.path)
         except FileNotFoundError:
-            raise FileNotFoundError(f"{self.display} not found") from None
+            raise MissingInput(f"{self.display} not found") from None
         except OSError as error:
             raise unreadable(self, error) from None
 
@@ -66,12 +67,12 @@ def locate(path: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -
         try:
             filesystem, inner = storage.filesystem(text)  # the project's one URI resolver
         except (ValueError, OSError) as error:  # pyarrow's ArrowInvalid is a ValueError
-            raise ValueError(f"cannot open {text}: {str(error).splitlines()[0]}") from None
+            raise InputError(f"cannot open {text}: {str(error).splitlines()[0]}") from None
         return Location(filesystem, inner, text)
     absolute = os.path.abspath(os.path.expanduser(text))
     return Location(pafs.LocalFileSystem(), absolute, text)
 
 
-def unreadable(location: Location, error: OSError) -> ValueError:
+def unreadable(location: Location, error: OSError) -> InputError:
     """One line naming the source (and, for S3, the bucket and what to check)."""
-    return ValueError(str(storage.explain(error, location.display, "read")))
+    return InputError(str(storage.explain(error, location.display, "read")))

@@ -16,7 +16,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from augmix.datasets.fs import Location, locate
-from augmix.datasets.table import ImageTable, check_labels, decode_images
+from augmix.datasets.table import PATH_COLUMN, ImageTable, check_labels, decode_images
+from augmix.errors import BadRow, InputError, MissingInput
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 # "train.parquet", "cifar10_test.parquet", "train/": the split word ends the name's stem
@@ -28,7 +29,7 @@ def parquet_files(path: str | os.PathLike, filesystem: pafs.FileSystem | None = 
     root = locate(path, filesystem)
     info = root.info()
     if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"Parquet source not found: {root.display}")
+        raise MissingInput(f"Parquet source not found: {root.display}")
     if info.type == pafs.FileType.File:
         return [root]
     selector = pafs.FileSelector(root.path, recursive=True)
@@ -38,7 +39,7 @@ def parquet_files(path: str | os.PathLike, filesystem: pafs.FileSystem | None = 
         if item.type == pafs.FileType.File and item.path.endswith(PARQUET_SUFFIXES)
     )
     if not found:
-        raise FileNotFoundError(f"no Parquet files ({', '.join(PARQUET_SUFFIXES)}) under {root.display}")
+        raise MissingInput(f"no Parquet files ({', '.join(PARQUET_SUFFIXES)}) under {root.display}")
     prefix = root.path.rstrip("/")
     return [root.join(p[len(prefix) + 1 :]) if p.startswith(prefix + "/") else Location(root.filesystem, p, p) for p in found]
 
@@ -53,7 +54,7 @@ def split_location(path: str | os.PathLike, split: str, filesystem: pafs.FileSys
         return text.replace("{split}", split)
     root = locate(text, filesystem)
     if not root.exists():
-        raise FileNotFoundError(f"Parquet dataset not found: {root.display}")
+        raise MissingInput(f"Parquet dataset not found: {root.display}")
     for candidate in (f"{split}.parquet", split):
         if root.join(candidate).exists():
             return "/".join([text, candidate])
@@ -66,7 +67,7 @@ def split_location(path: str | os.PathLike, split: str, filesystem: pafs.FileSys
             return sibling
     if split == "train":
         return text
-    raise FileNotFoundError(
+    raise MissingInput(
         f"no '{split}' split for {root.display}: expected {split}.parquet or a {split}/ directory "
         f"in it, a sibling named with '{split}', or a path containing '{{split}}'"
     )
@@ -100,6 +101,7 @@ def read_parquet(
     files = parquet_files(path, filesystem)
     images: list[np.ndarray] = []
     labels: list[np.ndarray] = []
+    paths: list[np.ndarray] = []
     remaining = limit if limit > 0 else None
     for location in files:
         if remaining == 0:
@@ -114,17 +116,21 @@ def read_parquet(
             file_images = decode_images(file_images, source=location.display)
         images.append(file_images)
         labels.append(file_labels)
+        paths.append(table.column(PATH_COLUMN).to_numpy(zero_copy_only=False) if PATH_COLUMN in table.column_names
+                     else np.full(len(file_labels), None, dtype=object))
         if remaining is not None:
             remaining -= len(file_labels)
     all_labels = np.concatenate(labels)
     if len(all_labels) == 0:
-        raise ValueError(f"{os.fspath(path)}: no rows")
+        raise InputError(f"{os.fspath(path)}: no rows")
     if classes is None:
         if all_labels.min() < 0:
             row = int(np.argmin(all_labels))
-            raise ValueError(f"{os.fspath(path)}: row {row}: label {int(all_labels[row])} is negative")
+            raise BadRow(os.fspath(path), row, f"label {int(all_labels[row])} is negative")
         classes = [str(i) for i in range(int(all_labels.max()) + 1)]
-    return ImageTable(np.concatenate(images), all_labels, list(classes), os.fspath(path))
+    all_paths = np.concatenate(paths)
+    return ImageTable(np.concatenate(images), all_labels, list(classes), os.fspath(path),
+                      None if all(p is None for p in all_paths) else all_paths)
 
 
 def _read_file(
@@ -136,21 +142,22 @@ def _read_file(
             schema = parquet.schema_arrow
             missing = [c for c in (image_column, label_column) if c not in schema.names]
             if missing:
-                raise ValueError(
+                raise InputError(
                     f"{location.display}: no column {', '.join(map(repr, missing))}; columns are "
                     f"{', '.join(schema.names)} (set the image/label column names)"
                 )
+            columns = [image_column, label_column] + ([PATH_COLUMN] if PATH_COLUMN in schema.names else [])
             groups: list[pa.Table] = []
             rows = 0
             for group in range(parquet.num_row_groups):
                 if limit is not None and rows >= limit:
                     break
-                part = parquet.read_row_group(group, columns=[image_column, label_column])
+                part = parquet.read_row_group(group, columns=columns)
                 groups.append(part)
                 rows += part.num_rows
-            table = pa.concat_tables(groups) if groups else schema.empty_table().select([image_column, label_column])
+            table = pa.concat_tables(groups) if groups else schema.empty_table().select(columns)
     except (pa.ArrowInvalid, OSError) as error:
-        raise ValueError(f"{location.display}: not a readable Parquet file ({error})") from None
+        raise InputError(f"{location.display}: not a readable Parquet file ({error})") from None
     if limit is not None:
         table = table.slice(0, limit)
     return table, parse_classes(schema.metadata)
@@ -159,16 +166,16 @@ def _read_file(
 def _labels(column: pa.ChunkedArray, source: str) -> np.ndarray:
     if column.null_count:
         row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-        raise ValueError(f"{source}: row {row}: label is null")
+        raise BadRow(source, row, "label is null")
     if not pa.types.is_integer(column.type):
-        raise ValueError(f"{source}: label column must hold integers, got {column.type}")
+        raise InputError(f"{source}: label column must hold integers, got {column.type}")
     return column.to_numpy().astype(np.int64)
 
 
 def _encoded(column: pa.ChunkedArray, source: str) -> np.ndarray:
     if not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
-        raise ValueError(f"{source}: image column must hold encoded bytes (binary), got {column.type}")
+        raise InputError(f"{source}: image column must hold encoded bytes (binary), got {column.type}")
     if column.null_count:
         row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-        raise ValueError(f"{source}: row {row}: image is null")
+        raise BadRow(source, row, "image is null")
     return column.to_numpy(zero_copy_only=False)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from augmix.errors import InputError
+
 
 def train_validation_split(
     n: int, fraction: float, seed: int, labels: np.ndarray | None = None
@@ -17,11 +19,11 @@ def train_validation_split(
     same in both parts (stratified); without, round(fraction * n) rows are drawn uniformly.
     """
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"validation fraction {fraction!r} out of range; allowed: 0 <= fraction < 1")
+        raise InputError(f"validation fraction {fraction!r} out of range; allowed: 0 <= fraction < 1")
     if n < 0:
-        raise ValueError(f"row count {n} is negative")
+        raise InputError(f"row count {n} is negative")
     if labels is not None and len(labels) != n:
-        raise ValueError(f"{len(labels)} labels for {n} rows")
+        raise InputError(f"{len(labels)} labels for {n} rows")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
     order = rng.permutation(n)
     if labels is None:

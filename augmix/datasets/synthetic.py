@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from augmix.datasets.table import ImageTable
+from augmix.errors import InputError
 
 CLASSES = ["disc", "ring", "cross", "triangle", "stripes", "star", "square", "crescent", "checker", "ellipse"]
 SPLIT_STREAMS = {"train": 1, "test": 2}
@@ -43,11 +44,11 @@ def generate_synthetic(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rows [start, start+count) of the split: (uint8 [count,S,S,3], int64 labels [count])."""
     if split not in SPLIT_STREAMS:
-        raise ValueError(f"unknown synthetic split {split!r}; allowed: {', '.join(SPLIT_STREAMS)}")
+        raise InputError(f"unknown synthetic split {split!r}; allowed: {', '.join(SPLIT_STREAMS)}")
     if count < 0 or start < 0:
-        raise ValueError(f"row range start={start}, count={count} must be non-negative")
+        raise InputError(f"row range start={start}, count={count} must be non-negative")
     if image_size < 8:
-        raise ValueError(f"image_size {image_size} too small; allowed: >= 8")
+        raise InputError(f"image_size {image_size} too small; allowed: >= 8")
     first, last = start // CHUNK, (start + count + CHUNK - 1) // CHUNK
     chunks = [_render_chunk(seed, SPLIT_STREAMS[split], index, image_size) for index in range(first, last)]
     if not chunks:

@@ -13,7 +13,10 @@ from typing import Sequence
 
 import numpy as np
 
+from augmix.errors import BadRow, InputError
+
 JPEG_MAGIC = b"\xff\xd8\xff"
+PATH_COLUMN = "path"  # a source column naming each row's image (file name or key), for error messages
 
 
 @dataclass(frozen=True)
@@ -24,27 +27,29 @@ class ImageTable:
     labels: int64 [N], each in [0, len(classes)).
     classes: the class names; a label is an index into it.
     source: where the rows came from, for error messages.
+    paths: each row's file name or key where the source has one (a `path` column), else None.
     """
 
     images: np.ndarray
     labels: np.ndarray
     classes: list[str]
     source: str = ""
+    paths: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim == 4:
             if self.images.dtype != np.uint8 or self.images.shape[-1] != 3:
-                raise ValueError(
+                raise InputError(
                     f"{self.source}: decoded images must be uint8 [N,H,W,3], got {self.images.dtype} "
                     f"{list(self.images.shape)}"
                 )
         elif self.images.ndim != 1 or self.images.dtype != object:
-            raise ValueError(
+            raise InputError(
                 f"{self.source}: images must be uint8 [N,H,W,3] or an object array of encoded bytes, "
                 f"got {self.images.dtype} {list(self.images.shape)}"
             )
         if self.labels.shape != (len(self.images),):
-            raise ValueError(
+            raise InputError(
                 f"{self.source}: {len(self.labels)} labels for {len(self.images)} images"
             )
         check_labels(self.labels, len(self.classes), self.source)
@@ -70,10 +75,15 @@ class ImageTable:
         """The same table with pixels instead of bytes."""
         if not self.is_encoded:
             return self
-        return ImageTable(self.decoded(), self.labels, self.classes, self.source)
+        return ImageTable(self.decoded(), self.labels, self.classes, self.source, self.paths)
 
     def take(self, indices: np.ndarray) -> "ImageTable":
-        return ImageTable(self.images[indices], self.labels[indices], self.classes, self.source)
+        paths = None if self.paths is None else self.paths[indices]
+        return ImageTable(self.images[indices], self.labels[indices], self.classes, self.source, paths)
+
+    def path(self, row: int) -> str | None:
+        """Row `row`'s file name or key, when the source records one."""
+        return None if self.paths is None else str(self.paths[row])
 
     def head(self, count: int) -> "ImageTable":
         """The first `count` rows (all when count <= 0), the meaning of the config's `limit`."""
@@ -84,7 +94,7 @@ class ImageTable:
     def shard(self, index: int, count: int) -> "ImageTable":
         """Contiguous shard `index` of `count` (sizes differ by at most one row)."""
         if count < 1 or not 0 <= index < count:
-            raise ValueError(f"shard index {index} of {count}: need 0 <= index < count")
+            raise InputError(f"shard index {index} of {count}: need 0 <= index < count")
         bounds = np.linspace(0, len(self), count + 1).round().astype(np.int64)
         return self.take(np.arange(bounds[index], bounds[index + 1]))
 
@@ -109,14 +119,12 @@ class ImageTable:
 def check_labels(labels: np.ndarray, num_classes: int, source: str, row_offset: int = 0) -> None:
     """Raise on the first label outside [0, num_classes), naming its row."""
     if labels.dtype.kind not in "iu":
-        raise ValueError(f"{source}: labels must be integers, got dtype {labels.dtype}")
+        raise InputError(f"{source}: labels must be integers, got dtype {labels.dtype}")
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
         row = int(bad[0])
-        raise ValueError(
-            f"{source}: row {row + row_offset}: label {int(labels[row])} out of range, "
-            f"allowed 0..{num_classes - 1} ({num_classes} classes)"
-        )
+        raise BadRow(source, row + row_offset, f"label {int(labels[row])} out of range, "
+                     f"allowed 0..{num_classes - 1} ({num_classes} classes)")
 
 
 def decode_images(
@@ -143,7 +151,7 @@ def decode_images(
 def decode_image_list(encoded: Sequence[bytes] | np.ndarray, source: str = "", row_offset: int = 0) -> list[np.ndarray]:
     """Encoded images → a list of uint8 [H,W,3] RGB arrays, each at its own size."""
     if len(encoded) == 0:
-        raise ValueError(f"{source}: no images to decode")
+        raise InputError(f"{source}: no images to decode")
     images = None
     if all(isinstance(b, (bytes, bytearray)) and b[:3] == JPEG_MAGIC for b in encoded):
         images = _decode_jpeg_batch(encoded)
@@ -197,22 +205,20 @@ def _decode_one(data: bytes, source: str, row: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     if data is None:
-        raise ValueError(f"{source}: row {row}: image is null")
+        raise BadRow(source, row, "image is null")
     if not isinstance(data, (bytes, bytearray)):
-        raise ValueError(f"{source}: row {row}: image must be encoded bytes, got {type(data).__name__}")
+        raise BadRow(source, row, f"image must be encoded bytes, got {type(data).__name__}")
     try:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"{source}: row {row}: cannot decode image ({error})") from None
+        raise BadRow(source, row, f"cannot decode image ({error})") from None
 
 
 def _stack_same_size(images: list[np.ndarray], source: str, row_offset: int) -> np.ndarray:
     shape = images[0].shape
     for index, image in enumerate(images):
         if image.shape != shape:
-            raise ValueError(
-                f"{source}: row {row_offset + index}: image size {image.shape[1]}x{image.shape[0]} "
-                f"differs from row {row_offset}'s {shape[1]}x{shape[0]}; all images must share one size"
-            )
+            raise BadRow(source, row_offset + index, f"image size {image.shape[1]}x{image.shape[0]} differs from "
+                         f"row {row_offset}'s {shape[1]}x{shape[0]}; all images must share one size")
     return np.stack(images)

@@ -35,6 +35,7 @@ from augmix.models.wideresnet import WideResNet
 __all__ = [
     "check_model_name",
     "MODELS",
+    "check_model_options",
     "AllConvNet",
     "CifarResNeXt",
     "DenseNetBC",
@@ -104,6 +105,37 @@ def check_model_name(name: str) -> str:
     normalised = name.strip().lower()
     _resolve(normalised)
     return normalised
+
+
+def check_model_options(name: str, options: dict[str, object]) -> dict[str, object]:
+    """`options` checked against the model's constructor: unknown names raise one line listing the
+    allowed ones; a value is converted to the type of the parameter's default where it reads as one
+    (YAML reads `1e-3` as a string: it would reach the model as '1e-3')."""
+    constructor, fixed = _resolve(name.strip().lower())
+    parameters = {key: value for key, value in inspect.signature(constructor).parameters.items()
+                  if key not in fixed and key != "num_classes"}
+    unknown = sorted(set(options) - set(parameters))
+    if unknown:
+        raise ValueError(f"model {name!r} option(s) {', '.join(unknown)} not allowed; allowed: {', '.join(parameters)}")
+    return {key: _as_default_type(name, key, value, parameters[key].default) for key, value in options.items()}
+
+
+def _as_default_type(model: str, key: str, value: object, default: object) -> object:
+    kind = type(default)
+    if default is inspect.Parameter.empty or default is None or isinstance(value, kind) and not isinstance(value, bool) \
+            or kind is bool and isinstance(value, bool):
+        return value
+    try:
+        if kind is bool:
+            raise ValueError
+        if kind in (int, float) and not isinstance(value, bool):
+            converted = kind(float(value)) if kind is int and float(value).is_integer() else kind(value)
+            return converted
+        if kind in (tuple, list) and isinstance(value, (list, tuple)):
+            return kind(value)
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"model {model!r} option {key}={value!r}: expected {kind.__name__} like its default {default!r}")
 
 
 def build_model(name: str, num_classes: int, **options: object) -> nn.Module:
