@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from augmix.datasets.folder import folder_classes, list_folder
 from augmix.datasets.fs import is_uri, locate
 from augmix.datasets.webdataset import IMAGE_KEYS, LABEL_KEY, keys_of, samples, shard_files
+from augmix.errors import InputError
 
 SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int64()), ("path", pa.string())])
 
@@ -38,7 +39,7 @@ def source_kind(source: str) -> str:
             shard_files(text)
             return "webdataset"
         except FileNotFoundError:
-            raise ValueError(f"{text}: neither an image folder (<root>/<class>/<image>) nor WebDataset shards "
+            raise InputError(f"{text}: neither an image folder (<root>/<class>/<image>) nor WebDataset shards "
                              f"(.tar): {folder_error}") from None
 
 
@@ -71,7 +72,7 @@ def _webdataset_batches(source: str, row_group: int, image_key: str, label_key: 
     top = max(int(index.labels.max()) for index in indices)
     classes = folder_classes(classes_from) if classes_from else [str(i) for i in range(top + 1)]
     if top >= len(classes):
-        raise ValueError(f"{source}: label {top} but {len(classes)} classes in {classes_from}")
+        raise InputError(f"{source}: label {top} but {len(classes)} classes in {classes_from}")
 
     def batches() -> Iterator[pa.RecordBatch]:
         images, labels, keys = [], [], []
@@ -98,7 +99,7 @@ def convert(source: str, destination: str, *, shard_mb: float = 256, row_group: 
     from tqdm import tqdm
 
     if shard_mb <= 0 or row_group < 1:
-        raise ValueError(f"--shard-mb {shard_mb} and --row-group {row_group} must be positive")
+        raise InputError(f"--shard-mb {shard_mb} and --row-group {row_group} must be positive")
     kind = source_kind(source)
     if kind == "folder":
         batches, total, classes = _folder_batches(source, row_group, seed, classes_from)

@@ -27,12 +27,22 @@ from augmix.datasets.folder import FolderListing, list_folder, split_root
 from augmix.datasets.parquet import parquet_files, parse_classes, split_location
 from augmix.datasets.split import train_validation_split
 from augmix.datasets.table import ImageTable
+from augmix.datasets.webdataset import ShardIndex, index_shard, shard_files
 from augmix.errors import BadRow, InputError
 from orchestrator.config import Config, DataConfig
-from augmix.datasets.webdataset import ShardIndex, index_shard, shard_files
 from workers.augment import VIEW_COLUMNS, decode_batch, decode_rows, stage_mode, validation_pieces
-from workers.training_data import (PIECE_BATCHES, FolderRows, ParquetFragment, ParquetRows, TableRows, TarShard,
-                                   TrainingStream, WebDatasetRows, plain_pieces, rows_per_trainer)
+from workers.training_data import (
+    PIECE_BATCHES,
+    FolderRows,
+    ParquetFragment,
+    ParquetRows,
+    TableRows,
+    TarShard,
+    TrainingStream,
+    WebDatasetRows,
+    plain_pieces,
+    rows_per_trainer,
+)
 
 TARGET_MAX_BLOCK_BYTES = 8 * 1024 * 1024  # small blocks: the map stage and the trainers overlap
 ROWS_PER_BLOCK = 1000
@@ -341,7 +351,7 @@ def file_source_datasets(config: Config) -> PipelineData:
         train_rows, validation_rows = (train_validation_split(len(listing), fraction, data.seed, listing.labels)
                                        if fraction > 0 else (np.arange(len(listing)), np.arange(0)))
         if fraction > 0 and (len(train_rows) == 0 or len(validation_rows) == 0):
-            raise ValueError(f"data.validation_fraction {fraction} leaves an empty split of {len(listing)} images "
+            raise InputError(f"data.validation_fraction {fraction} leaves an empty split of {len(listing)} images "
                              f"in {listing.root.display}; use more images or another fraction")
         source = folder_rows(listing.take(train_rows))
         held = folder_rows(listing.take(validation_rows)) if len(validation_rows) else None
@@ -350,7 +360,7 @@ def file_source_datasets(config: Config) -> PipelineData:
         shards = shard_files(root)
         indices = limited(index_shards(shards, data), data.limit)
         if len(indices) < 2 and fraction > 0:
-            raise ValueError(f"data.path {data.path}: validation holds out whole shards, and there is only one; "
+            raise InputError(f"data.path {data.path}: validation holds out whole shards, and there is only one; "
                              "write several shards or set data.validation_fraction=0")
         order = np.random.default_rng(np.random.SeedSequence([data.seed, 0x5EED])).permutation(len(indices))
         count = int(max(1, round(fraction * len(indices)))) if fraction > 0 else 0

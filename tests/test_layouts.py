@@ -205,7 +205,7 @@ def _read_epoch(stream: TrainingStream, rank: int, epoch: int):
     pieces = stream.pieces(rank, epoch, epoch).to_pydict()
     images, labels, rows = [], [], []
     for e, fragment, start, stop in zip(*(pieces[name] for name in PIECE_COLUMNS)):
-        i, l, r = reader.read(e, fragment, start, stop)
+        i, l, r, _, _ = reader.read(e, fragment, start, stop)
         images += list(i)
         labels += l.tolist()
         rows += r.tolist()

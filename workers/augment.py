@@ -182,7 +182,7 @@ def decode_batch(images: np.ndarray, image_size: int, source: str = "batch", res
     if images.dtype == object:
         images = decode_images(list(images), source=source, size=image_size, resize=resize)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"{source}: images must be uint8 [B,H,W,3] or encoded bytes, got {images.dtype} "
+        raise InputError(f"{source}: images must be uint8 [B,H,W,3] or encoded bytes, got {images.dtype} "
                          f"{list(images.shape)}")
     tensor = torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).contiguous()
     if tensor.shape[2] != image_size or tensor.shape[3] != image_size:
@@ -208,7 +208,7 @@ def decode_rows(batch: dict[str, np.ndarray], image_size: int = 32, image_column
     """Validation rows → {clean uint8 [B,3,S,S], label}: stateless, so it runs as plain Ray Data tasks."""
     for column in (image_column, label_column):
         if column not in batch:
-            raise ValueError(f"validation rows: column {column!r} missing; columns are {sorted(batch)}")
+            raise InputError(f"validation rows: column {column!r} missing; columns are {sorted(batch)}")
     images = decode_batch(batch[image_column], image_size, source=f"{image_column} column", resize=resize)
     return {"clean": images.numpy(), "label": np.asarray(batch[label_column]).astype(np.int64)}
 
@@ -219,7 +219,7 @@ def validation_pieces(pieces: dict[str, np.ndarray], source=None, image_size: in
     → {clean uint8 [B,3,S,S], label}, read in stored order: Resize + CenterCrop, no randomness."""
     reader = PieceReader(source, 0, shuffle=False)
     for epoch, fragment, start, stop in zip(*(pieces[name].tolist() for name in PIECE_COLUMNS)):
-        images, labels, _ = reader.read(epoch, fragment, start, stop)
+        images, labels = reader.read(epoch, fragment, start, stop)[:2]
         yield {"clean": decode_batch(images, image_size, "validation rows", resize).numpy(),
                "label": np.asarray(labels).astype(np.int64)}
 
@@ -255,7 +255,7 @@ class AugmentStage:
         threads: int = 1,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"augment mode {mode!r} not allowed; allowed: {', '.join(MODES)}")
+            raise InputError(f"augment mode {mode!r} not allowed; allowed: {', '.join(MODES)}")
         torch.set_num_threads(threads)
         retain_freed_memory()  # the same large buffers every batch (workers.memory)
         self.reader = None if source is None else PieceReader(source, seed)
@@ -265,7 +265,7 @@ class AugmentStage:
         self.crop_padding = int(crop_padding)
         self.flip = bool(flip)
         if train_crop not in ("pad", "random_resized"):
-            raise ValueError(f"train_crop {train_crop!r} not allowed; allowed: pad, random_resized")
+            raise InputError(f"train_crop {train_crop!r} not allowed; allowed: pad, random_resized")
         self.train_crop = train_crop
         self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
         self.seed = int(seed)

@@ -110,7 +110,7 @@ def load_split(
         table = read_cifar(name, source_split, path, limit=limit, download=download, filesystem=filesystem)
     elif name in ("folder", "webdataset"):
         if path is None:
-            raise ValueError(f"dataset {name!r} needs a path (local folder or s3:// URI)")
+            raise InputError(f"dataset {name!r} needs a path (local folder or s3:// URI)")
         location = split_root(path, source_split, test_path, filesystem, what=name)
         if name == "folder":
             train_classes = classes

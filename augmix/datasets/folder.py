@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 
 from augmix.datasets.fs import Location, locate, unreadable
 from augmix.datasets.table import ImageTable
+from augmix.errors import InputError, MissingInput
 
 # torchvision's IMG_EXTENSIONS (ImageFolder), compared case-insensitively (ImageNet uses .JPEG)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -87,7 +88,7 @@ def _entries(location: Location, recursive: bool) -> list[pafs.FileInfo]:
     try:
         return location.filesystem.get_file_info(pafs.FileSelector(location.path, recursive=recursive))
     except FileNotFoundError:
-        raise FileNotFoundError(f"image folder not found: {location.display}") from None
+        raise MissingInput(f"image folder not found: {location.display}") from None
     except OSError as error:
         raise unreadable(location, error) from None
 
@@ -95,9 +96,9 @@ def _entries(location: Location, recursive: bool) -> list[pafs.FileInfo]:
 def _check_root(root: Location) -> None:
     info = root.info()
     if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"image folder not found: {root.display}")
+        raise MissingInput(f"image folder not found: {root.display}")
     if info.type != pafs.FileType.Directory:
-        raise ValueError(f"{root.display} is a file; data.name 'folder' needs a folder of class subfolders "
+        raise InputError(f"{root.display} is a file; data.name 'folder' needs a folder of class subfolders "
                          "(<root>/<class>/<image>)")
 
 
@@ -115,10 +116,10 @@ def folder_classes(path: str | os.PathLike, filesystem: pafs.FileSystem | None =
         elif is_image_name(name):
             stray.append(name)
     if stray:
-        raise ValueError(f"{root.display}: image file '{sorted(stray)[0]}' at the class level; a folder source holds "
+        raise InputError(f"{root.display}: image file '{sorted(stray)[0]}' at the class level; a folder source holds "
                          "one subfolder per class (<root>/<class>/<image>), images only inside them")
     if not classes:
-        raise ValueError(f"{root.display}: no class subfolders; a folder source is <root>/<class>/<image>")
+        raise InputError(f"{root.display}: no class subfolders; a folder source is <root>/<class>/<image>")
     return sorted(classes)
 
 
@@ -131,7 +132,7 @@ def list_folder(path: str | os.PathLike, classes: list[str] | None = None,
     if classes is not None:
         unknown = [name for name in present if name not in set(classes)]
         if unknown:
-            raise ValueError(f"{root.display}: class folder '{unknown[0]}' is not a training class "
+            raise InputError(f"{root.display}: class folder '{unknown[0]}' is not a training class "
                              f"({len(classes)} classes in the training split); a test split may only hold those")
     classes = list(classes) if classes is not None else present
 
@@ -142,7 +143,7 @@ def list_folder(path: str | os.PathLike, classes: list[str] | None = None,
                        if entry.type == pafs.FileType.File and entry.path.startswith(prefix)
                        and is_image_name(entry.base_name))
         if not found:
-            raise ValueError(f"{folder.display}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+            raise InputError(f"{folder.display}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
                              "remove the folder or add its images")
         return found
 
@@ -187,6 +188,6 @@ def split_root(path: str | os.PathLike, split: str, test_path: str | None = None
             sibling = f"{head}/{name}" if head else name
             if sibling != text and locate(sibling, filesystem).is_dir():
                 return sibling
-    raise FileNotFoundError(f"no test split for {what} source {root.display}: expected a sibling folder "
+    raise MissingInput(f"no test split for {what} source {root.display}: expected a sibling folder "
                             f"{', '.join(n + '/' for n in TEST_SPLIT_NAMES)} beside it (or inside it, next to "
                             "train/), or set data.test_path")

@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 
 from augmix.datasets.fs import Location, locate, unreadable
 from augmix.datasets.table import ImageTable
+from augmix.errors import InputError, MissingInput
 
 IMAGE_KEYS = "jpg;jpeg;png;webp"
 LABEL_KEY = "cls"
@@ -50,7 +51,7 @@ class ShardIndex:
 def keys_of(spec: str) -> tuple[str, ...]:
     keys = tuple(key.strip().lower().lstrip(".") for key in spec.split(";") if key.strip())
     if not keys:
-        raise ValueError(f"image/label key {spec!r} is empty; use extensions such as 'jpg;png' or 'cls'")
+        raise InputError(f"image/label key {spec!r} is empty; use extensions such as 'jpg;png' or 'cls'")
     return keys
 
 
@@ -74,13 +75,13 @@ def shard_files(path: str | os.PathLike, filesystem: pafs.FileSystem | None = No
         shards = [locate(name, filesystem) for name in expand_braces(text)]
         missing = [shard.display for shard in shards if not shard.is_file()]
         if missing:
-            raise FileNotFoundError(f"WebDataset shard not found: {missing[0]} ({len(missing)} of {len(shards)} "
+            raise MissingInput(f"WebDataset shard not found: {missing[0]} ({len(missing)} of {len(shards)} "
                                     f"shards of {text} missing)")
         return shards
     root = locate(text, filesystem)
     info = root.info()
     if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"WebDataset source not found: {root.display}")
+        raise MissingInput(f"WebDataset source not found: {root.display}")
     if info.type == pafs.FileType.File:
         return [root]
     try:
@@ -90,7 +91,7 @@ def shard_files(path: str | os.PathLike, filesystem: pafs.FileSystem | None = No
     prefix = root.path.rstrip("/") + "/"
     found = sorted(e.path for e in entries if e.type == pafs.FileType.File and e.path.endswith(SHARD_SUFFIXES))
     if not found:
-        raise FileNotFoundError(f"no WebDataset shards ({', '.join(SHARD_SUFFIXES)}) under {root.display}")
+        raise MissingInput(f"no WebDataset shards ({', '.join(SHARD_SUFFIXES)}) under {root.display}")
     return [root.join(p[len(prefix):]) for p in found]
 
 
@@ -101,14 +102,14 @@ def samples(location: Location, image_keys: tuple[str, ...], label_key: str, wit
         # local: random access (headers read, data skipped by seeking); object stores: one pass
         handle = location.open_input_file() if local else location.filesystem.open_input_stream(location.path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"WebDataset shard not found: {location.display}") from None
+        raise MissingInput(f"WebDataset shard not found: {location.display}") from None
     except OSError as error:
         raise unreadable(location, error) from None
     with handle:
         try:
             archive = tarfile.open(fileobj=handle, mode="r:" if local else "r|")
         except tarfile.TarError as error:
-            raise ValueError(f"{location.display}: not a tar file ({error})") from None
+            raise InputError(f"{location.display}: not a tar file ({error})") from None
         current, members = None, {}
         try:
             for member in archive:
@@ -126,7 +127,7 @@ def samples(location: Location, image_keys: tuple[str, ...], label_key: str, wit
                 data = archive.extractfile(member).read() if wanted else None
                 members[extension] = (member.offset_data, member.size, data)
         except tarfile.TarError as error:
-            raise ValueError(f"{location.display}: damaged tar ({error})") from None
+            raise InputError(f"{location.display}: damaged tar ({error})") from None
         if current is not None:
             yield _sample(location, current, members, image_keys, label_key)
 
@@ -135,19 +136,19 @@ def _sample(location: Location, key: str, members: dict, image_keys: tuple[str, 
     image = next((members[k] for k in image_keys if k in members), None)
     present = ", ".join(sorted(members))
     if image is None:
-        raise ValueError(f"{location.display}: sample '{key}' has no image member ({'/'.join(image_keys)}; it has "
+        raise InputError(f"{location.display}: sample '{key}' has no image member ({'/'.join(image_keys)}; it has "
                          f"{present}); set data.image_key to its image extension")
     if label_key not in members:
-        raise ValueError(f"{location.display}: sample '{key}' has no label member '.{label_key}' (it has {present}); "
+        raise InputError(f"{location.display}: sample '{key}' has no label member '.{label_key}' (it has {present}); "
                          "every sample needs one, or set data.label_key")
     text = members[label_key][2].decode("utf-8", "replace").strip()
     try:
         label = int(text)
     except ValueError:
-        raise ValueError(f"{location.display}: sample '{key}': label '.{label_key}' holds {text[:20]!r}, "
+        raise InputError(f"{location.display}: sample '{key}': label '.{label_key}' holds {text[:20]!r}, "
                          "not a class index") from None
     if label < 0:
-        raise ValueError(f"{location.display}: sample '{key}': label {label} is negative")
+        raise InputError(f"{location.display}: sample '{key}': label {label} is negative")
     return key, image[0], image[1], label, image[2]
 
 
@@ -155,7 +156,7 @@ def index_shard(location: Location, image_keys: str = IMAGE_KEYS, label_key: str
     """Scan one shard: every sample's image offset and size, and its label."""
     rows = list(samples(location, keys_of(image_keys), keys_of(label_key)[0], with_images=False))
     if not rows:
-        raise ValueError(f"{location.display}: no samples")
+        raise InputError(f"{location.display}: no samples")
     keys, offsets, sizes, labels, _ = zip(*rows)
     return ShardIndex(location.path, location.display, np.array(offsets, dtype=np.int64),
                       np.array(sizes, dtype=np.int64), np.array(labels, dtype=np.int64),
@@ -194,7 +195,7 @@ def read_webdataset(path: str | os.PathLike, *, limit: int = 0, image_keys: str 
         if limit and len(labels) >= limit:
             break
     if not labels:
-        raise ValueError(f"{os.fspath(path)}: no samples")
+        raise InputError(f"{os.fspath(path)}: no samples")
     encoded = np.empty(len(images), dtype=object)
     encoded[:] = images
     label_array = np.array(labels, dtype=np.int64)
