@@ -48,29 +48,33 @@ def _epochs_trained(path) -> int:
 
 
 class DataActorKiller(threading.Thread):
-    """Kill the first AugMix map actor that comes alive (its process, SIGKILL), then watch for the
-    actor that replaces it; records how many epochs had finished their steps at each moment."""
+    """Kill the first AugMix map actor that comes alive (its process, SIGKILL); records which, and how
+    many epochs had finished their steps then."""
 
     def __init__(self, epochs_file):
         super().__init__(daemon=True)
         self.epochs_file = epochs_file
         self.killed: tuple[str, int, int] | None = None  # actor id, pid, epochs finished
-        self.replacement: tuple[str, int, int] | None = None
         self.done = threading.Event()
 
     def run(self) -> None:
         deadline = time.monotonic() + 300
-        while not self.done.is_set() and time.monotonic() < deadline:
+        while not self.done.is_set() and time.monotonic() < deadline and self.killed is None:
             actors = [a for a in _alive_actors("AugmentStage") if a.pid]
-            if self.killed is None and actors:
+            if actors:
                 os.kill(actors[0].pid, signal.SIGKILL)
                 self.killed = (actors[0].actor_id, actors[0].pid, _epochs_trained(self.epochs_file))
-            elif self.killed is not None:
-                fresh = [a for a in actors if a.pid != self.killed[1]]
-                if fresh:
-                    self.replacement = (fresh[0].actor_id, fresh[0].pid, _epochs_trained(self.epochs_file))
-                    return
             time.sleep(0.1)
+
+
+def _restarts(actor_id: str) -> int:
+    """How often Ray restarted an actor (its record outlives it in the state API)."""
+    import ray
+    from ray.util.state import list_actors
+
+    records = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("actor_id", "=", actor_id)],
+                          detail=True, raise_on_missing_output=False)
+    return max((record.num_restarts for record in records), default=0)
 
 
 @pytest.mark.timeout(300)
@@ -92,8 +96,8 @@ def test_killed_augmix_actor_is_replaced_and_the_epoch_completes(ray_cluster, tm
 
     assert killer.killed is not None, "no AugMix actor was seen alive"
     assert killer.killed[2] == 0, f"the actor died after {killer.killed[2]} epoch(s), not during epoch 1"
-    assert killer.replacement is not None, "no actor replaced the killed one"
-    assert killer.replacement[2] == 0, "the replacement came only after epoch 1"
+    # Ray restarted it in place (Ray Data's pool actors restart without limit) and the stream went on
+    assert _restarts(killer.killed[0]) >= 1, "the killed actor was not restarted"
     # No train worker restart (max_failures=0 would have failed the fit): the data layer recovered.
     assert [(m["epoch"], m["attempt"], m["steps"]) for m in result.metrics] == [(1, 0, 3), (2, 0, 3)]
     assert torch.load(result.model_uri, weights_only=False)["epoch"] == 2
