@@ -16,6 +16,7 @@ import hashlib
 import io
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,10 +25,12 @@ from augmix import storage
 from augmix.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS
 from augmix.errors import InputError
 from augmix.perturbations import NOISE_PERTURBATIONS, TEST_PERTURBATIONS, VALIDATION_PERTURBATIONS
-from orchestrator.config import Config
 from orchestrator.resources import cell_demand, ensure_schedulable
 from workers.evaluate import CLEAN, CellSettings, EvaluationCell, evaluation_task
 from workers.perturb import PerturbationCell, SequenceSettings, perturbation_task
+
+if TYPE_CHECKING:  # annotations only: aggregation and reports run without pydantic (benchmarks/reproduce_cifar10.py)
+    from orchestrator.config import Config
 
 Cell = EvaluationCell | PerturbationCell
 

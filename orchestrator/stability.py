@@ -13,7 +13,7 @@ Conventions (Hendrycks & Dietterich, ICLR 2019; ImageNet-P/test.py):
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -21,8 +21,10 @@ from augmix import storage
 from augmix.errors import InputError, MissingInput
 from augmix.metrics import flip_rate_summary
 from augmix.perturbations import NOISE_PERTURBATIONS, TEST_PERTURBATIONS, VALIDATION_PERTURBATIONS
-from orchestrator.config import Config
 from workers.perturb import PerturbationCell, decode_sequence_result
+
+if TYPE_CHECKING:  # annotations only: aggregation and reports run without pydantic (benchmarks/reproduce_cifar10.py)
+    from orchestrator.config import Config
 
 PLOT = "stability.png"
 
