@@ -23,7 +23,8 @@ Output under --out, written as it goes (a run cut off still leaves what finished
   <run>/model/model.pt        the final weights (the DESIGN model file)
   <run>/results.json, report.md, results.parquet, *.png   the run's evaluation report
   comparison/                 `augmix report`'s table and plot of the two runs
-  reproduction.md / .json     the paper-style table beside the paper's figures, with timings
+  reproduction.md / .json     the paper-style table beside the paper's figures, with timings, per-epoch
+                              histories and each run's results (under --tables when given)
 
     python benchmarks/reproduce_cifar10.py --epochs 30 --out runs/reproduce          # GPU
     python benchmarks/reproduce_cifar10.py --epochs 1 --limit-train 512 --limit-test 100 \\
@@ -41,7 +42,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -78,7 +79,7 @@ from workers.training_data import PIECE_COLUMNS, TableRows, TrainingStream, rows
 DEFAULT_DATA = Path(os.environ.get("AUGMIX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "cifar10"
 RUNS = ("augmix", "standard")  # AugMix first: if the call is cut off, the run the issue is about is done
 LABELS = {"standard": "standard (crop + flip)", "augmix": "AugMix + JSD (λ 12)"}
-# The paper's CIFAR-10 WRN-40-2 figures (Hendrycks et al. 2020, Table 1 and Table 3), as fractions.
+# The paper's CIFAR-10 WRN-40-2 figures (Hendrycks et al. 2020: CIFAR-10-C mean error and clean error), as fractions.
 PAPER = {"standard": {"clean_error": 0.052, "mean_corruption_error": 0.269},
          "augmix": {"clean_error": 0.049, "mean_corruption_error": 0.112}}
 ACCEPT_RATIO = 0.55  # issue 14: AugMix's mean C error at most this times the standard run's
@@ -172,8 +173,10 @@ def worker_for(args: argparse.Namespace) -> Worker:
                   compile=args.compile and cuda)
 
 
-def train_run(settings: Settings, train_set: TestSet, worker: Worker, workers: int) -> TrainingState:
-    """E epochs of the Ray loop's own epoch function on this process's device."""
+def train_run(settings: Settings, train_set: TestSet, worker: Worker, workers: int,
+              on_epoch: Callable[[list[dict[str, Any]]], None]) -> TrainingState:
+    """E epochs of the Ray loop's own epoch function on this process's device; `on_epoch` gets the
+    history after each (the tables are rewritten then, so a cut-off run still shows its progress)."""
     images = np.ascontiguousarray(train_set.images.permute(0, 2, 3, 1).numpy())  # rows as the actors read them
     source = TableRows({"image": images, "label": train_set.labels.numpy()}, len(images), settings.data.path)
     batch = settings.train.batch_size
@@ -196,6 +199,7 @@ def train_run(settings: Settings, train_set: TestSet, worker: Worker, workers: i
         print(f"[{settings.name}] ", end="")
         print_epoch(metrics, epochs)
         storage.write_json(storage.join(settings.storage.uri, "history.json"), state.history)
+        on_epoch(state.history)
     return state
 
 
@@ -244,23 +248,35 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
-def verdict(summaries: dict[str, dict[str, Any]]) -> list[str]:
+def verdict(summaries: dict[str, dict[str, Any]]) -> str:
     """The issue's acceptance test on the measured figures (both runs needed)."""
     if not all(run in summaries for run in RUNS):
-        return ["Acceptance: needs both runs."]
+        return "Acceptance: needs both runs."
     aug, std = summaries["augmix"], summaries["standard"]
     if aug["mean_corruption_error"] is None or std["mean_corruption_error"] is None:
-        return ["Acceptance: needs every corruption at every severity."]
+        return "Acceptance: needs every corruption at every severity."
     ratio = aug["mean_corruption_error"] / max(std["mean_corruption_error"], 1e-12)
     clean_points = 100 * (aug["clean_error"] - std["clean_error"])
     paper_ratio = PAPER["augmix"]["mean_corruption_error"] / PAPER["standard"]["mean_corruption_error"]
     met = ratio <= ACCEPT_RATIO and abs(clean_points) <= ACCEPT_CLEAN_POINTS
-    return [f"AugMix / standard mean CIFAR-10-C error: **{ratio:.2f}** (paper {paper_ratio:.2f}; issue 14 asks "
+    return (f"AugMix / standard mean CIFAR-10-C error: **{ratio:.2f}** (paper {paper_ratio:.2f}; issue 14 asks "
             f"≤ {ACCEPT_RATIO}); clean error difference {clean_points:+.1f} points (asks within ±{ACCEPT_CLEAN_POINTS}): "
-            f"**{'met' if met else 'not met'}**."]
+            f"**{'met' if met else 'not met'}**.")
 
 
-def reproduction_markdown(summaries: dict[str, dict[str, Any]], context: dict[str, Any]) -> str:
+def run_row(run: str, got: dict[str, Any] | None, history: list[dict[str, Any]]) -> str:
+    """One line of the table: a finished run, one still training (epochs so far), or one not started."""
+    paper = f"{_pct(PAPER[run]['clean_error'])} | {_pct(PAPER[run]['mean_corruption_error'])}"
+    if got is None:
+        progress = f"{len(history)} (training)" if history else "–"
+        return f"| {LABELS[run]} | {progress} | – | – | {paper} | – | – | – | – |"
+    return (f"| {LABELS[run]} | {got['epochs']} | {_pct(got['clean_error'])} | {_pct(got['mean_corruption_error'])} | "
+            f"{paper} | {got['seconds']['train']:.0f} | {got['train_samples_per_s']:.0f} | "
+            f"{got['data_wait_fraction']:.1%} | {got['seconds']['eval']:.0f} |")
+
+
+def reproduction_markdown(summaries: dict[str, dict[str, Any]], context: dict[str, Any],
+                          histories: dict[str, list[dict[str, Any]]] | None = None) -> str:
     """The paper-style table: this run's clean and mean CIFAR-10-C error beside the paper's."""
     lines = [f"# CIFAR-10 reproduction: {context['model']}, standard vs AugMix + JSD", "",
              f"{context['train_images']} training images, {context['test_images']} test images × (clean + "
@@ -271,28 +287,40 @@ def reproduction_markdown(summaries: dict[str, dict[str, Any]], context: dict[st
              "| run | epochs | clean error (%) | mean CIFAR-10-C error (%) | paper clean (%) | paper mean C (%) "
              "| train s | triples or images/s | data wait | eval s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for run in RUNS:
-        paper, got = PAPER[run], summaries.get(run)
-        if got is None:
-            lines.append(f"| {LABELS[run]} | – | – | – | {_pct(paper['clean_error'])} | "
-                         f"{_pct(paper['mean_corruption_error'])} | – | – | – | – |")
-            continue
-        lines.append(f"| {LABELS[run]} | {got['epochs']} | {_pct(got['clean_error'])} | "
-                     f"{_pct(got['mean_corruption_error'])} | {_pct(paper['clean_error'])} | "
-                     f"{_pct(paper['mean_corruption_error'])} | {got['seconds']['train']:.0f} | "
-                     f"{got['train_samples_per_s']:.0f} | {got['data_wait_fraction']:.1%} | {got['seconds']['eval']:.0f} |")
-    lines += ["", "Paper: WRN-40-2, 100 epochs (Hendrycks et al., ICLR 2020). " + verdict(summaries)[0], ""]
+    lines += [run_row(run, summaries.get(run), (histories or {}).get(run, [])) for run in RUNS]
+    lines += ["", "Paper: WRN-40-2, 100 epochs (Hendrycks et al., ICLR 2020). " + verdict(summaries), ""]
     return "\n".join(lines)
 
 
-def write_reproduction(out: str, summaries: dict[str, dict[str, Any]], context: dict[str, Any]) -> None:
-    """reproduction.md / .json under --out, and `augmix report`'s comparison once both runs exist."""
-    storage.write_json(storage.join(out, "reproduction.json"),
-                       {"context": context, "paper": PAPER, "runs": summaries, "verdict": verdict(summaries)[0]})
-    storage.write_bytes(storage.join(out, "reproduction.md"), reproduction_markdown(summaries, context).encode())
-    if all(run in summaries for run in RUNS):
-        compare_runs([summaries[run]["folder"] for run in ("standard", "augmix")], storage.join(out, "comparison"),
-                     names=["standard", "augmix"])
+class Tables:
+    """reproduction.md / .json under --tables, rewritten after every epoch and every finished run
+    (the JSON holds each finished run's results.json and every run's history so far: on the device
+    machine only a few files come back, so these two carry everything), and `augmix report`'s
+    comparison under --out once both runs are in."""
+
+    def __init__(self, directory: str, out: str, context: dict[str, Any]) -> None:
+        self.directory, self.out, self.context = directory, out, context
+        self.summaries: dict[str, dict[str, Any]] = {}
+        self.histories: dict[str, list[dict[str, Any]]] = {}
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def epoch(self, run: str, history: list[dict[str, Any]]) -> None:
+        self.histories[run] = list(history)
+        self.write()
+
+    def finished(self, run: str, summary: dict[str, Any], results: dict[str, Any]) -> None:
+        self.summaries[run], self.results[run] = summary, results
+        self.write()
+        if all(name in self.summaries for name in RUNS):
+            compare_runs([self.summaries[name]["folder"] for name in ("standard", "augmix")],
+                         storage.join(self.out, "comparison"), names=["standard", "augmix"])
+
+    def write(self) -> None:
+        storage.write_json(storage.join(self.directory, "reproduction.json"), {
+            "context": self.context, "paper": PAPER, "runs": self.summaries, "verdict": verdict(self.summaries),
+            "history": self.histories, "results": self.results})
+        storage.write_bytes(storage.join(self.directory, "reproduction.md"),
+                            reproduction_markdown(self.summaries, self.context, self.histories).encode())
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -300,6 +328,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with train.parquet and test.parquet")
     parser.add_argument("--out", required=True, help="output folder (use $OUT on the device machine)")
+    parser.add_argument("--tables", default=None,
+                        help="where reproduction.md/.json go (default: --out); e.g. $OUT, with --out elsewhere")
     parser.add_argument("--epochs", type=int, default=30, help="epochs of each run (the paper: 100)")
     parser.add_argument("--limit-train", type=int, default=0, help="first N training images (0 = all 50,000)")
     parser.add_argument("--limit-test", type=int, default=0, help="first N test images (0 = all 10,000)")
@@ -339,23 +369,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
                "load_seconds": time.perf_counter() - started}
     if worker.device.type == "cuda":
         context["device"] = torch.cuda.get_device_name(worker.device)
-    summaries: dict[str, dict[str, Any]] = {}
+    tables = Tables(args.tables or args.out, args.out, context)
     for run in args.runs:
         settings = Settings(settings_tree(args, run))
         tick = time.perf_counter()
-        state = train_run(settings, train_set, worker, args.workers)
+        state = train_run(settings, train_set, worker, args.workers, lambda history, run=run: tables.epoch(run, history))
         model_file = export_model(state, settings, train_set.classes)
         trained = time.perf_counter()
         results = evaluate_run(settings, model_file, test_set, worker.device)
         seconds = {"train": trained - tick, "eval": time.perf_counter() - trained}
-        summaries[run] = run_summary(run, settings, results, state, seconds)
+        tables.finished(run, run_summary(run, settings, results, state, seconds), results)
         print(f"[{run}] clean error {_pct(results['clean_error'])}%, mean corruption error "
               f"{_pct(results['mean_corruption_error'])}%; train {seconds['train']:.0f} s, eval {seconds['eval']:.0f} s, "
               f"{time.perf_counter() - started:.0f} s since start", flush=True)
-        write_reproduction(args.out, summaries, context)
-    print(reproduction_markdown(summaries, context))
-    print(f"total {time.perf_counter() - started:.0f} s; tables under {args.out}")
-    return summaries
+    print(reproduction_markdown(tables.summaries, context))
+    print(f"total {time.perf_counter() - started:.0f} s; tables under {args.tables or args.out}")
+    return tables.summaries
 
 
 if __name__ == "__main__":

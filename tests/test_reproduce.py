@@ -111,6 +111,22 @@ def test_augmix_report_compares_the_run_folders(reproduction: Path, tmp_path: Pa
     assert all(0 <= value <= 1 for value in table["rows"]["mean corruption error"])
 
 
+@pytest.mark.slow
+def test_augmix_on_the_trainer_and_tables_as_it_goes(cifar10_dir: Path, tmp_path: Path) -> None:
+    """--placement trainer: the workers send clean crops, AugMix runs in the training process;
+    --tables gets the table and the history before the other run has started."""
+    script = load_script()
+    summaries = script.main(["--data", str(cifar10_dir), "--out", str(tmp_path / "out"), "--tables",
+                             str(tmp_path / "tables"), "--epochs", "1", "--limit-train", "256", "--limit-test", "20",
+                             "--model", "wrn10_1", "--workers", "0", "--placement", "trainer", "--runs", "augmix",
+                             "--severities", "3"])
+    summary = json.loads((tmp_path / "tables" / "reproduction.json").read_text())
+    assert summary["history"]["augmix"][0]["train_jsd"] > 0
+    assert summary["results"]["augmix"]["config"]["augmix"]["placement"] == "trainer"
+    assert list(summaries) == ["augmix"] and summary["verdict"] == "Acceptance: needs both runs."
+    assert "| standard (crop + flip) | – |" in (tmp_path / "tables" / "reproduction.md").read_text()
+
+
 @pytest.mark.parametrize("run", RUNS)
 def test_script_settings_are_a_valid_config(run: str, tmp_path: Path) -> None:
     """The plain settings the script hands the project's functions are a Config, key for key."""
