@@ -76,7 +76,8 @@ from workers.train_loop import (  # noqa: E402
 )
 from workers.training_data import PIECE_COLUMNS, TableRows, TrainingStream, rows_per_trainer  # noqa: E402
 
-DEFAULT_DATA = Path(os.environ.get("AUGMIX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "cifar10"
+SHARED_DATA = Path(os.environ.get("AUGMIX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DEFAULT_DATA = SHARED_DATA / "cifar10"
 RUNS = ("augmix", "standard")  # AugMix first: if the call is cut off, the run the issue is about is done
 LABELS = {"standard": "standard (crop + flip)", "augmix": "AugMix + JSD (λ 12)"}
 # The paper's CIFAR-10 WRN-40-2 figures (Hendrycks et al. 2020: CIFAR-10-C mean error and clean error), as fractions.
@@ -260,8 +261,8 @@ def verdict(summaries: dict[str, dict[str, Any]]) -> str:
     paper_ratio = PAPER["augmix"]["mean_corruption_error"] / PAPER["standard"]["mean_corruption_error"]
     met = ratio <= ACCEPT_RATIO and abs(clean_points) <= ACCEPT_CLEAN_POINTS
     return (f"AugMix / standard mean CIFAR-10-C error: **{ratio:.2f}** (paper {paper_ratio:.2f}; issue 14 asks "
-            f"≤ {ACCEPT_RATIO}); clean error difference {clean_points:+.1f} points (asks within ±{ACCEPT_CLEAN_POINTS}): "
-            f"**{'met' if met else 'not met'}**.")
+            f"≤ {ACCEPT_RATIO}); clean error difference {clean_points:+.1f} points "
+            f"(asks within ±{ACCEPT_CLEAN_POINTS}): **{'met' if met else 'not met'}**.")
 
 
 def run_row(run: str, got: dict[str, Any] | None, history: list[dict[str, Any]]) -> str:
@@ -282,8 +283,8 @@ def reproduction_markdown(summaries: dict[str, dict[str, Any]], context: dict[st
              f"{context['train_images']} training images, {context['test_images']} test images × (clean + "
              f"{context['corruptions']} corruptions × {len(context['severities'])} severities, seed 0); "
              f"device {context['device']}, torch {context['torch']}, amp {context['amp']}, "
-             f"channels_last {context['channels_last']}, compile {context['compile']}, placement {context['placement']}, "
-             f"{context['workers']} data workers.", "",
+             f"channels_last {context['channels_last']}, compile {context['compile']}, "
+             f"placement {context['placement']}, {context['workers']} data workers.", "",
              "| run | epochs | clean error (%) | mean CIFAR-10-C error (%) | paper clean (%) | paper mean C (%) "
              "| train s | triples or images/s | data wait | eval s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -373,15 +374,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     for run in args.runs:
         settings = Settings(settings_tree(args, run))
         tick = time.perf_counter()
-        state = train_run(settings, train_set, worker, args.workers, lambda history, run=run: tables.epoch(run, history))
+        state = train_run(settings, train_set, worker, args.workers,
+                          lambda history, run=run: tables.epoch(run, history))
         model_file = export_model(state, settings, train_set.classes)
         trained = time.perf_counter()
         results = evaluate_run(settings, model_file, test_set, worker.device)
         seconds = {"train": trained - tick, "eval": time.perf_counter() - trained}
         tables.finished(run, run_summary(run, settings, results, state, seconds), results)
         print(f"[{run}] clean error {_pct(results['clean_error'])}%, mean corruption error "
-              f"{_pct(results['mean_corruption_error'])}%; train {seconds['train']:.0f} s, eval {seconds['eval']:.0f} s, "
-              f"{time.perf_counter() - started:.0f} s since start", flush=True)
+              f"{_pct(results['mean_corruption_error'])}%; train {seconds['train']:.0f} s, "
+              f"eval {seconds['eval']:.0f} s, {time.perf_counter() - started:.0f} s since start", flush=True)
     print(reproduction_markdown(tables.summaries, context))
     print(f"total {time.perf_counter() - started:.0f} s; tables under {args.tables or args.out}")
     return tables.summaries

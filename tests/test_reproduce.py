@@ -42,9 +42,9 @@ def load_script():
 def reproduction(cifar10_dir: Path, tmp_path_factory) -> Path:
     """--out of one tiny reproduction (both runs), run the way the device runs it."""
     out = tmp_path_factory.mktemp("reproduce")
-    command = [sys.executable, "-c", WITHOUT_RAY_OR_PYDANTIC, str(SCRIPT), "--data", str(cifar10_dir), "--out", str(out),
-               "--epochs", "1", "--limit-train", "512", "--limit-test", "50", "--model", "wrn10_1", "--workers", "1",
-               "--runs", "augmix", "standard"]
+    command = [sys.executable, "-c", WITHOUT_RAY_OR_PYDANTIC, str(SCRIPT), "--data", str(cifar10_dir),
+               "--out", str(out), "--epochs", "1", "--limit-train", "512", "--limit-test", "50", "--model", "wrn10_1",
+               "--workers", "1", "--runs", "augmix", "standard"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out
@@ -177,3 +177,17 @@ def test_compiled_model_checkpoints_plain_weights() -> None:
     assert list(unwrap(state.model).state_dict()) == list(plain)
     assert not hasattr(build_state(settings, runtime, Worker(0, 1, torch.device("cpu"), False, False),
                                    prepare=lambda model: model).model, "_orig_mod")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_compiled_amp_nhwc_reproduction_on_cuda(cifar10_dir: Path, tmp_path: Path) -> None:
+    """The GPU settings of the device call (AMP, NHWC, data workers) with torch.compile, at tiny scale."""
+    script = load_script()
+    script.main(["--data", str(cifar10_dir), "--out", str(tmp_path), "--epochs", "2", "--limit-train", "1024",
+                 "--limit-test", "200", "--device", "cuda", "--compile", "--workers", "2", "--severities", "3"])
+    summary = json.loads((tmp_path / "reproduction.json").read_text())
+    assert summary["context"]["compile"] is True and summary["context"]["amp"] is True
+    for run in RUNS:
+        assert len(summary["history"][run]) == 2
+        assert 0 <= summary["runs"][run]["clean_error"] <= 1
