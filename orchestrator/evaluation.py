@@ -16,6 +16,7 @@ import hashlib
 import io
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,12 +25,14 @@ from augmix.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS
 from augmix.errors import InputError
 from augmix.perturbations import NOISE_PERTURBATIONS, TEST_PERTURBATIONS, VALIDATION_PERTURBATIONS
 from orchestrator import layout
-from orchestrator.config import Config
 from orchestrator.pipeline import TestSet, load_images
 from orchestrator.report import aggregate, write_report
 from orchestrator.resources import cell_demand, ensure_schedulable
 from workers.evaluate import CLEAN, CellSettings, EvaluationCell, evaluation_task
 from workers.perturb import PerturbationCell, SequenceSettings, perturbation_task
+
+if TYPE_CHECKING:  # annotations only: aggregation and reports run without pydantic (benchmarks/reproduce_cifar10.py)
+    from orchestrator.config import Config
 
 Cell = EvaluationCell | PerturbationCell
 

@@ -16,6 +16,7 @@ folder: a stratified sample of its files; for WebDataset: whole shards), Resize 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +30,6 @@ from augmix.datasets.split import train_validation_split
 from augmix.datasets.table import ImageTable
 from augmix.datasets.webdataset import ShardIndex, index_shard, shard_files
 from augmix.errors import BadRow, InputError
-from orchestrator.config import Config, DataConfig
 from workers.augment import VIEW_COLUMNS, decode_batch, decode_rows, stage_mode, validation_pieces
 from workers.training_data import (
     PIECE_BATCHES,
@@ -43,6 +43,9 @@ from workers.training_data import (
     plain_pieces,
     rows_per_trainer,
 )
+
+if TYPE_CHECKING:  # annotations only: the test set loads without pydantic (benchmarks/reproduce_cifar10.py)
+    from orchestrator.config import Config, DataConfig
 
 TARGET_MAX_BLOCK_BYTES = 8 * 1024 * 1024  # small blocks: the map stage and the trainers overlap
 ROWS_PER_BLOCK = 1000

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import subprocess
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -17,11 +17,14 @@ from augmix.corruptions import CORRUPTION_FAMILIES, CORRUPTIONS, EXTRA_CORRUPTIO
 from augmix.errors import InputError, MissingInput
 from augmix.metrics import corruption_summary, rms_calibration_error
 from orchestrator import layout
-from orchestrator.config import Config
 from orchestrator.plots import figure_png, pyplot
 from orchestrator.stability import comparison_rows, plot_stability, stability_markdown, stability_results
 from workers.evaluate import CLEAN, EvaluationCell, decode_result
 from workers.perturb import PerturbationCell
+
+if TYPE_CHECKING:  # annotations only: aggregation and reports run without pydantic (benchmarks/reproduce_cifar10.py)
+    from orchestrator.config import Config
+
 
 def code_version() -> str:
     """Package version plus the git commit when running from a checkout."""

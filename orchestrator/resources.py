@@ -10,9 +10,12 @@ what it waits for and lets Ray wait.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from augmix.errors import InputError
-from orchestrator.config import Config
+
+if TYPE_CHECKING:  # annotations only: aggregation and reports run without pydantic (benchmarks/reproduce_cifar10.py)
+    from orchestrator.config import Config
 
 AUTOSCALER_STATUS_KEY = b"__autoscaling_status"  # written by the autoscaler's monitor, when there is one
 

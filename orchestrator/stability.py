@@ -13,7 +13,7 @@ Conventions (Hendrycks & Dietterich, ICLR 2019; ImageNet-P/test.py):
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -22,9 +22,12 @@ from augmix.errors import InputError, MissingInput
 from augmix.metrics import flip_rate_summary
 from augmix.perturbations import NOISE_PERTURBATIONS, TEST_PERTURBATIONS, VALIDATION_PERTURBATIONS
 from orchestrator import layout
-from orchestrator.config import Config
 from orchestrator.plots import figure_png, pyplot
 from workers.perturb import PerturbationCell, decode_sequence_result
+
+if TYPE_CHECKING:  # annotations only: aggregation and reports run without pydantic (benchmarks/reproduce_cifar10.py)
+    from orchestrator.config import Config
+
 
 def load_p_cells(config: Config, cells: Sequence[PerturbationCell]) -> dict[PerturbationCell, dict]:
     folder = layout.p_cells_uri(config.storage.uri)

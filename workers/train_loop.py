@@ -134,6 +134,9 @@ def all_reduce_sums(values: list[float], device: torch.device) -> list[float]:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
+    """The network itself, under torch.compile's wrapper (`_orig_mod`) and DDP's (`module`), so
+    checkpoints hold the plain state_dict keys whatever the training wrapped it in."""
+    model = getattr(model, "_orig_mod", model)
     return model.module if hasattr(model, "module") else model
 
 
@@ -198,15 +201,24 @@ class Worker:
     device: torch.device
     amp: bool
     channels_last: bool
+    compile: bool = False  # torch.compile the model (train.compile, GPU only)
 
 
-def build_state(config, runtime: LoopRuntime, worker: Worker) -> TrainingState:
-    import ray.train.torch
+def build_state(config, runtime: LoopRuntime, worker: Worker,
+                prepare: Callable[[nn.Module], nn.Module] | None = None) -> TrainingState:
+    """Model, optimiser, schedule and scaler of a fresh run. `prepare` puts the model on the
+    worker's device (default: Ray Train's prepare_model, which also wraps it in DDP); a script
+    without Ray passes its own. torch.compile wraps the prepared model, so DDP's hooks are traced."""
+    if prepare is None:
+        import ray.train.torch
 
+        prepare = ray.train.torch.prepare_model
     model = build_model(config.model.name, runtime.num_classes, **config.model.options)
     if worker.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model = ray.train.torch.prepare_model(model)
+    model = prepare(model)
+    if worker.compile:
+        model = torch.compile(model)
     steps = runtime.stream.rows_per_epoch // config.train.batch_size
     train = config.train
     optimizer, scheduler = build_optimizer(model, lr=train.lr, momentum=train.momentum, nesterov=train.nesterov,
@@ -395,7 +407,8 @@ def current_worker(config) -> Worker:
     device = ray.train.torch.get_device()
     cuda = device.type == "cuda"
     return Worker(context.get_world_rank(), max(context.get_world_size(), 1), device,
-                  amp=config.train.amp and cuda, channels_last=config.train.channels_last and cuda)
+                  amp=config.train.amp and cuda, channels_last=config.train.channels_last and cuda,
+                  compile=config.train.compile and cuda)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
