@@ -36,7 +36,6 @@ import argparse
 import copy
 import hashlib
 import io
-import json
 import os
 import sys
 import time
@@ -54,7 +53,7 @@ from augmix.corruptions import CORRUPTIONS  # noqa: E402
 from orchestrator.evaluation import cell_settings, cells_for, check_spec, finished_cells  # noqa: E402
 from orchestrator.pipeline import TestSet, augment_stage_kwargs, load_images  # noqa: E402
 from orchestrator.report import aggregate, compare_runs, write_report  # noqa: E402
-from workers.augment import AugmentStage, stage_mode  # noqa: E402
+from workers.augment import AugmentStage  # noqa: E402
 from workers.evaluate import load_model, score_cell  # noqa: E402
 from workers.train_loop import (  # noqa: E402
     LoopRuntime,
