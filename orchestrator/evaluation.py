@@ -242,7 +242,7 @@ def evaluate(config: Config, checkpoint: str, address: str | None = None) -> dic
           f"{len(cells) - len(todo)} already finished in {eval_uri(config)}")
     failed: list[Cell] = []
     if todo:
-        ensure_ray(address)
+        ensure_ray(address, endpoint_url=config.storage.endpoint_url)
         failed = run_cells(config, todo, model.state, load_images(config))
     results = aggregate(config, [cell for cell in cells if cell not in set(failed)], model.state["model_name"])
     write_report(config, results)

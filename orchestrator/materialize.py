@@ -177,7 +177,7 @@ def materialize_corrupted(config: Config, out: str, split: str = "test", address
                                max(1, int(config.eval.cpus_per_cell)))
     failed = []
     if todo:
-        ensure_ray(address)
+        ensure_ray(address, endpoint_url=config.storage.endpoint_url)
         failed = run_shards(config, todo, images, labels, settings)
     if layout == "npy":
         shards = math.ceil(len(images) / CHUNK_SIZE)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from augmix.errors import InputError
-from orchestrator.ray_session import worker_env
+from orchestrator.ray_session import job_runtime_env, use_token_if_available
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -26,16 +26,27 @@ def _address(address: str | None) -> str:
     return address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS
 
 
+class ClusterUnreachable(InputError, ConnectionError):
+    """The job server did not answer, or refused us: the address or the token is the user's to fix."""
+
+
 def client(address: str | None = None):
-    """A JobSubmissionClient, or one line saying which address could not be reached."""
+    """A JobSubmissionClient that sends the cluster token the user has, or one line saying which
+    address could not be reached or refused the token."""
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     target = _address(address)
+    use_token_if_available()
     try:
         return JobSubmissionClient(target)
+    except AuthenticationError as error:
+        raise ClusterUnreachable(f"the Ray job server at {target} refused this client: "
+                                 f"{str(error).splitlines()[0]} (copy the cluster's token to ~/.ray/auth_token "
+                                 "or set RAY_AUTH_TOKEN_PATH; `ray get-auth-token` prints yours)") from None
     except Exception as error:  # noqa: BLE001 - connection failures come in several types
-        raise ConnectionError(f"cannot reach the Ray job server at {target}: "
-                              f"{str(error).splitlines()[0]} (is the cluster up? try `ray dashboard cluster.yaml`)") from None
+        raise ClusterUnreachable(f"cannot reach the Ray job server at {target}: {str(error).splitlines()[0]} "
+                                 "(is the cluster up? try `ray dashboard cluster.yaml`)") from None
 
 
 JOB_MODULES = ("run", "train", "evaluate", "sweep", "corrupt", "report")
@@ -51,8 +62,7 @@ def entrypoint(command: list[str]) -> str:
 
 
 def runtime_env(working_dir: str | None = None) -> dict:
-    env = worker_env()
-    return {"working_dir": str(working_dir or PROJECT_ROOT), "excludes": WORKING_DIR_EXCLUDES, "env_vars": env}
+    return {"working_dir": str(working_dir or PROJECT_ROOT), "excludes": WORKING_DIR_EXCLUDES, **job_runtime_env()}
 
 
 async def _follow(job_client, job_id: str) -> None:

@@ -153,7 +153,7 @@ def sweep(config: Config, address: str | None = None, resume: bool = True) -> Sw
 
     _validated(config)
     storage.check_writable(config.storage.uri)
-    ensure_ray(address)
+    ensure_ray(address, endpoint_url=config.storage.endpoint_url)
     sweep_uri = storage.absolute(config.storage.uri)
     grid = _tuner(config, sweep_uri, resume).fit()
     return write_sweep_report(config, grid)

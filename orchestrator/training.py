@@ -115,7 +115,7 @@ def train(config: Config, address: str | None = None, run_config=None, hooks: tu
     run inside the loop at named points (workers.train_loop.LoopRuntime; the fault tests use them)."""
     storage.apply_endpoint(config.storage.endpoint_url)
     storage.check_writable(config.storage.uri)
-    ensure_ray(address)
+    ensure_ray(address, endpoint_url=config.storage.endpoint_url)
     ensure_schedulable(training_demands(config), "the training run", SCALING_HINT)
     run_config = run_config or build_run_config(config)
     result = build_trainer(config, run_config, hooks=hooks).fit()

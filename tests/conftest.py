@@ -40,10 +40,24 @@ def cifar_images(cifar10_dir: Path):
 
 
 # --- Ray: one real local cluster per test session (slow to start), pinned to 127.0.0.1 -------------
+# Token authentication stays on, as for a user's local cluster, with a token of this session's own
+# (Ray would otherwise write one to ~/.ray/auth_token).
+def _session_token_file() -> str:
+    import secrets
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="augmix-test-token-")) / "auth_token"
+    path.write_text(secrets.token_hex(32))
+    path.chmod(0o600)
+    return str(path)
+
+
+if "RAY_AUTH_TOKEN_PATH" not in os.environ and "RAY_AUTH_TOKEN" not in os.environ:
+    os.environ["RAY_AUTH_TOKEN_PATH"] = _session_token_file()
 for _key, _value in {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
+    "RAY_AUTH_MODE": "token",
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "180",  # a loaded 2-core machine starts a group slowly
     "RAY_DEDUP_LOGS": "1",
 }.items():
@@ -54,6 +68,8 @@ for _key, _value in {
 def ray_cluster(tmp_path_factory):
     """A local Ray cluster with 4 logical CPUs (2 physical: see RAY_NOTES on 2-CPU deadlocks)."""
     ray = pytest.importorskip("ray")
+    from orchestrator.ray_session import job_runtime_env
+
     if ray.is_initialized():
         yield ray
         return
@@ -61,7 +77,7 @@ def ray_cluster(tmp_path_factory):
         try:
             ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1",
                      _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False,
-                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+                     runtime_env=job_runtime_env())  # a job's own: worker env and start-up import
             break
         except Exception:  # noqa: BLE001
             ray.shutdown()

@@ -65,3 +65,15 @@ def test_shipped_configs_ask_only_for_resources_the_cluster_has(cluster):
         if config.scaling.use_gpu and config.storage.uri.startswith("s3://"):  # a cluster config
             assert config.scaling.trainer_resources and config.scaling.data_resources, \
                 f"{path.name} runs on the cluster without pinning trainers to GPU nodes and AugMix to CPU nodes"
+
+
+def test_every_node_starts_with_token_authentication_and_the_token_comes_from_the_user(cluster):
+    for command in (*cluster["head_start_ray_commands"], *cluster["worker_start_ray_commands"]):
+        if "ray start" in command:
+            assert "RAY_AUTH_MODE=token" in command.split("ray start")[0], command
+    # the token reaches the nodes as a copy of the user's file, never as text in this repository
+    assert cluster["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
+    assert "ray get-auth-token --generate" in CLUSTER_YAML.read_text()
+    import re
+
+    assert not re.search(r"[0-9a-f]{32,}", CLUSTER_YAML.read_text()), "a token-like string in cluster.yaml"
