@@ -9,7 +9,6 @@ import pytest
 from reference.images import CIFAR10_DIR, comparison_images, decode_cifar10_test, has_cifar10
 
 
-
 @pytest.fixture(scope="session")
 def cifar10_dir() -> Path:
     """The shared JPEG-in-Parquet CIFAR-10 folder (train.parquet, test.parquet), or skip."""
