@@ -1,42 +1,34 @@
-"""Shared fixtures: the real CIFAR-10 sample from ../shared/data, and (later) Ray and S3 services."""
+"""Shared fixtures: the real CIFAR-10 sample from ../shared/data (or synthetic stand-ins), Ray, S3."""
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("AUGMIX_SHARED_DATA", REPO.parent / "shared" / "data"))
-CIFAR10_DIR = SHARED_DATA / "cifar10"
+from reference.images import CIFAR10_DIR, comparison_images, decode_cifar10_test, has_cifar10
 
 
 @pytest.fixture(scope="session")
 def cifar10_dir() -> Path:
     """The shared JPEG-in-Parquet CIFAR-10 folder (train.parquet, test.parquet), or skip."""
-    if not (CIFAR10_DIR / "test.parquet").exists():
+    if not has_cifar10():
         pytest.skip(f"real CIFAR-10 not found at {CIFAR10_DIR} (set AUGMIX_SHARED_DATA)")
     return CIFAR10_DIR
-
-
-def _decode_test_images(directory: Path, count: int):
-    import numpy as np
-    import pyarrow.parquet as pq
-    import torch
-    from PIL import Image
-
-    table = pq.read_table(directory / "test.parquet", columns=["image", "label"]).slice(0, count)
-    images = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in table.column("image").to_pylist()]
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    labels = torch.tensor(table.column("label").to_pylist(), dtype=torch.long)
-    return batch, labels
 
 
 @pytest.fixture(scope="session")
 def cifar_images(cifar10_dir: Path):
     """The first 512 real CIFAR-10 test images as uint8 [512,3,32,32] (and their labels)."""
-    return _decode_test_images(cifar10_dir, 512)
+    return decode_cifar10_test(cifar10_dir, 512)
+
+
+@pytest.fixture(scope="session")
+def test_images():
+    """512 uint8 [512,3,32,32] images for comparisons with a reference: the real CIFAR-10 test images
+    when the shared data is there, else natural-image-like synthetic ones, so that a clean clone
+    still checks the parity claims."""
+    return comparison_images(512)
 
 
 # --- Ray: one real local cluster per test session (slow to start), pinned to 127.0.0.1 -------------

@@ -71,7 +71,7 @@ def test_resnets_with_imagenet_stem_take_larger_images(name):
 
 
 @pytest.mark.parametrize("name", ["wrn16_2", "allconv", "densenet_bc_100", "resnext29_32x4d"])
-def test_cifar_models_pool_globally_so_other_sizes_work(name):
+def test_cifar_models_take_48_pixel_images(name):
     with torch.no_grad():
         assert built(name).eval()(images(size=48)).shape == (2, 10)
 
@@ -122,7 +122,7 @@ def test_generic_names_parse_depth_and_width():
     assert isinstance(build_model("resnet34", 10), TorchvisionResNet)
 
 
-def test_reference_initialisation():
+def test_he_normal_convs_unit_batchnorm_and_zero_biases():
     model = built("wrn40_2")
     conv = model.stage3[0].conv2
     fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
@@ -153,7 +153,7 @@ def test_normalisation_is_inside_the_model_and_saved():
     assert torch.allclose(built("resnet18").normalize.mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
 
 
-def test_models_refuse_pixels_that_are_not_float_images():
+def test_models_refuse_uint8_and_one_channel_input_and_normalize_zero_std():
     model = built("wrn10_1").eval()
     with pytest.raises(ValueError, match="uint8"):
         model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
@@ -185,7 +185,7 @@ def test_build_model_rejects_bad_input_with_one_line(call, message):
     assert "\n" not in str(error.value)
 
 
-def test_models_tuple_lists_only_buildable_names():
+def test_models_tuple_has_unique_names_including_the_papers():
     assert len(set(MODELS)) == len(MODELS)
     assert {"wrn40_2", "allconv", "densenet_bc_100", "resnext29_32x4d", "resnet18", "resnet50"} <= set(MODELS)
 

@@ -1,4 +1,5 @@
-"""augmix.ops against Pillow, the definition of correct, on real CIFAR-10 test images.
+"""augmix.ops against Pillow, the definition of correct (reference/ops.py), on real CIFAR-10 test
+images when ../shared/data has them, else on synthetic natural-image-like ones.
 
 Each op is compared image by image with the PIL call the AugMix reference makes, at magnitudes
 drawn the way the reference draws them (level ~ U(0.1, severity) for severities 1..10, both
@@ -11,59 +12,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
 
 from augmix import ops
+from reference.images import upsample_bicubic
+from reference.ops import pil_reference, reference_magnitude
 
 EXACT_OPS = ("autocontrast", "equalize", "posterize", "solarize")
 TOLERANT_OPS = tuple(name for name in ops.AUGMENTATIONS_ALL if name not in EXACT_OPS)
 INTEGER_PARAMETER_OPS = ("posterize", "solarize", "rotate", "translate_x", "translate_y")
-
-
-def pil_reference(name: str, array: np.ndarray, parameter: float) -> np.ndarray:
-    """The op as the AugMix reference runs it on one HxWx3 uint8 image."""
-    image = Image.fromarray(array)
-    size = image.size
-    if name == "autocontrast":
-        result = ImageOps.autocontrast(image)
-    elif name == "equalize":
-        result = ImageOps.equalize(image)
-    elif name == "posterize":
-        result = ImageOps.posterize(image, int(parameter))
-    elif name == "solarize":
-        result = ImageOps.solarize(image, int(parameter))
-    elif name == "rotate":
-        result = image.rotate(parameter, resample=Image.BILINEAR)
-    elif name == "shear_x":
-        result = image.transform(size, Image.AFFINE, (1, parameter, 0, 0, 1, 0), resample=Image.BILINEAR)
-    elif name == "shear_y":
-        result = image.transform(size, Image.AFFINE, (1, 0, 0, parameter, 1, 0), resample=Image.BILINEAR)
-    elif name == "translate_x":
-        result = image.transform(size, Image.AFFINE, (1, 0, parameter, 0, 1, 0), resample=Image.BILINEAR)
-    elif name == "translate_y":
-        result = image.transform(size, Image.AFFINE, (1, 0, 0, 0, 1, parameter), resample=Image.BILINEAR)
-    else:
-        enhancer = {"color": ImageEnhance.Color, "contrast": ImageEnhance.Contrast,
-                    "brightness": ImageEnhance.Brightness, "sharpness": ImageEnhance.Sharpness}[name]
-        result = enhancer(image).enhance(parameter)
-    return np.asarray(result)
-
-
-def reference_magnitude(name: str, level: float, sign: int, size: int) -> float:
-    """The reference's augmentations.py arithmetic, in Python floats, for one image."""
-    if name == "posterize":
-        return 4 - int(level * 4 / 10)
-    if name == "solarize":
-        return 256 - int(level * 256 / 10)
-    if name == "rotate":
-        return sign * int(level * 30 / 10)
-    if name in ("shear_x", "shear_y"):
-        return sign * (float(level) * 0.3 / 10.0)
-    if name in ("translate_x", "translate_y"):
-        return sign * int(level * (size / 3) / 10)
-    if name in ("color", "contrast", "brightness", "sharpness"):
-        return float(level) * 1.8 / 10.0 + 0.1
-    return 0.0
 
 
 def sampled_levels(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,16 +49,14 @@ def assert_matches_pil(name: str, images: torch.Tensor, magnitude: torch.Tensor)
 
 
 @pytest.fixture(scope="module")
-def cifar_batch(cifar_images) -> torch.Tensor:
-    return cifar_images[0][:96]
+def cifar_batch(test_images) -> torch.Tensor:
+    return test_images[:96]
 
 
 @pytest.fixture(scope="module")
-def large_batch(cifar_images) -> torch.Tensor:
-    """Four CIFAR images upsampled to 224x224 by PIL (bicubic), as ImageNet-sized inputs."""
-    arrays = cifar_images[0][100:104].permute(0, 2, 3, 1).numpy()
-    large = [np.asarray(Image.fromarray(a).resize((224, 224), Image.BICUBIC)) for a in arrays]
-    return torch.from_numpy(np.stack(large)).permute(0, 3, 1, 2).contiguous()
+def large_batch(test_images) -> torch.Tensor:
+    """Four test images upsampled to 224x224 by PIL (bicubic), as ImageNet-sized inputs."""
+    return upsample_bicubic(test_images[100:104], 224)
 
 
 @pytest.mark.parametrize("name", ops.AUGMENTATIONS_ALL)
@@ -135,9 +90,9 @@ def test_op_matches_pil_at_224(name: str, large_batch: torch.Tensor) -> None:
         ("sharpness", [0.0, 0.1, 0.5, 1.0, 1.5, 1.9, 3.0]),
     ],
 )
-def test_op_matches_pil_across_parameter_range(name: str, values: list[float], cifar_images) -> None:
+def test_op_matches_pil_across_parameter_range(name: str, values: list[float], test_images) -> None:
     """Beyond the sampler's range: every parameter value on the same images, non-integers included."""
-    images = cifar_images[0][200:200 + len(values)]
+    images = test_images[200:200 + len(values)]
     magnitude = torch.tensor(values, dtype=torch.float64)
     if name in INTEGER_PARAMETER_OPS and any(v != int(v) for v in values):
         ours = ops.apply_op(name, images, magnitude)
@@ -156,17 +111,17 @@ def test_op_matches_pil_across_parameter_range(name: str, values: list[float], c
 
 
 @pytest.mark.parametrize("name", ["rotate", "shear_x", "shear_y", "translate_x", "translate_y", "sharpness", "equalize"])
-def test_op_matches_pil_on_non_square_images(name: str, cifar_images) -> None:
-    images = cifar_images[0][300:306, :, 3:23, :]  # 20 rows x 32 columns
+def test_op_matches_pil_on_non_square_images(name: str, test_images) -> None:
+    images = test_images[300:306, :, 3:23, :]  # 20 rows x 32 columns
     magnitude = torch.tensor([-30.0, -7.0, 4.0, 9.0, 17.0, 90.0]) if name == "rotate" else torch.tensor([-0.3, -0.1, 0.05, 0.2, 1.3, 0.9])
     if name.startswith("translate"):
         magnitude = torch.tensor([-10.0, -3.0, 0.0, 1.0, 5.0, 19.0])
     assert_matches_pil(name, images.contiguous(), magnitude.double())
 
 
-def test_posterize_zero_bits_gives_black(cifar_images) -> None:
+def test_posterize_zero_bits_gives_black(test_images) -> None:
     """The reference formula can give 0 bits; Pillow < 10 mapped it through `i & ~255`, i.e. to 0."""
-    images = cifar_images[0][:4]
+    images = test_images[:4]
     out = ops.posterize(images, torch.tensor([0, 8, 0, 8]))
     assert int(out[0].max()) == 0 and int(out[2].max()) == 0
     assert torch.equal(out[1], images[1]) and torch.equal(out[3], images[3])
@@ -207,8 +162,8 @@ def test_op_lists_match_the_reference() -> None:
     assert set(ops.OPS) == set(ops.AUGMENTATIONS_ALL)
 
 
-def test_scalar_magnitude_broadcasts(cifar_images) -> None:
-    images = cifar_images[0][:3]
+def test_scalar_magnitude_broadcasts(test_images) -> None:
+    images = test_images[:3]
     assert torch.equal(ops.rotate(images, 15.0), ops.rotate(images, torch.full((3,), 15.0)))
 
 
@@ -237,8 +192,8 @@ def test_bad_input_raises_value_error_naming_it(call, message: str) -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("name", ops.AUGMENTATIONS_ALL)
-def test_cuda_matches_cpu(name: str, cifar_images) -> None:
-    images = cifar_images[0][:64]
+def test_cuda_matches_cpu(name: str, test_images) -> None:
+    images = test_images[:64]
     levels, signs = sampled_levels(64, seed=11)
     magnitude = ops.magnitude_for(name, levels, signs, size=32)
     on_cpu = ops.apply_op(name, images, magnitude)

@@ -215,7 +215,7 @@ def test_gaussian_blur_matches_skimage():
     for frame in (0, 30):
         reference = np.uint8(255 * gaussian(x, sigma=0.3 + 0.015 * frame, channel_axis=-1, truncate=7.0))
         difference = np.abs(ours[frame].permute(1, 2, 0).numpy().astype(int) - reference.astype(int))
-        assert difference.max() <= 1 and difference.mean() < 0.05
+        assert difference.max() <= 1 and (difference == 0).mean() >= 0.95  # measured: 96.3%, 100%
 
 
 def test_shear_matches_torchvision_pil_affine():
@@ -228,14 +228,23 @@ def test_shear_matches_torchvision_pil_affine():
     for frame in (0, 9, 30):
         reference = np.asarray(TF.affine(pil, angle=0, translate=[0, 0], scale=1.0, shear=[float(frame - 15), 0.0],
                                          interpolation=TF.InterpolationMode.BILINEAR))
-        assert _interior_mean_abs(sheared[frame], reference, border=6) < 1.0
+        _assert_interior_agrees(sheared[frame], reference, 6, AFFINE_IDENTICAL)
 
 
 # --- fidelity to the reference's libraries on the same image and parameter -------------------------
 
-def _interior_mean_abs(ours: torch.Tensor, reference: np.ndarray, border: int = 2) -> float:
-    ours_hwc = ours.permute(1, 2, 0).double().numpy()[border:-border, border:-border]
-    return float(np.abs(ours_hwc - reference.astype(np.float64)[border:-border, border:-border]).mean())
+# Measured on _natural_images: the affine warps are at most 1 level off Pillow's (through
+# torchvision) everywhere inside the border but equal on only 49-52% of the values, a rounding
+# convention apart; the perspective warp equals OpenCV's exactly.
+AFFINE_IDENTICAL = 0.45
+
+
+def _assert_interior_agrees(ours: torch.Tensor, reference: np.ndarray, border: int, identical: float) -> None:
+    """Inside `border`: at most 1 gray level apart and at least `identical` of the values equal."""
+    ours_hwc = ours.permute(1, 2, 0).numpy().astype(np.int16)[border:-border, border:-border]
+    difference = np.abs(ours_hwc - reference.astype(np.int16)[border:-border, border:-border])
+    assert difference.max() <= 1 and (difference == 0).mean() >= identical, \
+        (int(difference.max()), float((difference == 0).mean()))
 
 
 def test_rotate_and_scale_match_torchvision_pil_affine():
@@ -251,10 +260,10 @@ def test_rotate_and_scale_match_torchvision_pil_affine():
         angle, scale = frame - 15, (frame * 2 + 70) / 100
         reference = np.asarray(TF.affine(pil, angle=angle, translate=[0, 0], scale=1.0, shear=[0.0],
                                          interpolation=bilinear))
-        assert _interior_mean_abs(rotated[frame], reference, border=6) < 1.0
+        _assert_interior_agrees(rotated[frame], reference, 6, AFFINE_IDENTICAL)
         reference = np.asarray(TF.affine(pil, angle=0, translate=[0, 0], scale=scale, shear=[0.0],
                                          interpolation=bilinear))
-        assert _interior_mean_abs(scaled[frame], reference, border=6) < 1.0
+        _assert_interior_agrees(scaled[frame], reference, 6, AFFINE_IDENTICAL)
 
 
 def test_tilt_matches_cv2_warp_perspective():
@@ -274,7 +283,7 @@ def test_tilt_matches_cv2_warp_perspective():
         push = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, f], [0, 0, 0, 1]])
         project = np.array([[f, 0, w / 2, 0], [0, f, h / 2, 0], [0, 0, 1, 0]])
         reference = cv2.warpPerspective(x, project @ push @ rx @ ry @ to_plane, (w, h))
-        assert _interior_mean_abs(tilted[frame], reference, border=4) < 1.0
+        _assert_interior_agrees(tilted[frame], reference, 4, 1.0)
 
 
 def test_brightness_matches_skimage_hsv_shift():
@@ -289,7 +298,7 @@ def test_brightness_matches_skimage_hsv_shift():
         hsv[:, :, 2] = np.clip(hsv[:, :, 2] + (frame - 15) * 1.5 / 100, 0, 1)
         reference = np.uint8(color.hsv2rgb(hsv) * 255)
         difference = np.abs(ours[frame].permute(1, 2, 0).numpy().astype(int) - reference.astype(int))
-        assert difference.max() <= 1 and difference.mean() < 0.1
+        assert difference.max() <= 1 and (difference == 0).mean() >= 0.99  # measured: 99.9%
 
 
 def test_zoom_blur_running_mean_is_the_reference_float32_accumulation():

@@ -188,14 +188,11 @@ def test_evaluation_cells_land_in_s3_and_a_rerun_skips_them(ray_cluster, s3_buck
 
 
 def _cli_error(argv: list[str], capsys) -> str:
-    """Run the CLI, require exit 2 within seconds, return its single stderr line."""
-    started = time.monotonic()
+    """Run the CLI, require exit 2, return its single stderr line (a hang is pytest-timeout's to end)."""
     code = cli_main(argv)
-    elapsed = time.monotonic() - started
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert code == 2, captured
-    assert elapsed < 30, f"{argv[0]} took {elapsed:.0f} s to fail"
     assert len(lines) == 1 and lines[0].startswith("augmix: error:"), captured.err
     assert "Traceback" not in captured.out + captured.err
     return lines[0]

@@ -1,4 +1,4 @@
-"""The sweep objective's corruption of validation batches: only the 4 validation corruptions, balanced."""
+"""The sweep objective's corruption of validation batches: only the 4 held-out corruptions, 20 distinct pairs."""
 from __future__ import annotations
 
 import pytest
@@ -14,13 +14,13 @@ def _images(count: int) -> torch.Tensor:
     return (torch.nn.functional.interpolate(base, size=32, mode="bilinear") * 255).to(torch.uint8)
 
 
-def test_never_a_test_corruption_and_every_pair_balanced():
+def test_validation_corruptions_are_the_held_out_four_in_twenty_distinct_pairs():
     assert set(VALIDATION_CORRUPTIONS) == {"speckle_noise", "gaussian_blur", "spatter", "saturate"}
     assert not set(VALIDATION_CORRUPTIONS) & set(CORRUPTIONS)
     assert len(PAIRS) == 20 and len(set(PAIRS)) == 20
 
 
-def test_deterministic_per_batch_index_and_really_corrupted():
+def test_same_batch_index_same_corruption_another_differs_and_most_images_change():
     images = _images(60)
     first = corrupt_for_validation(images, batch_index=3)
     assert torch.equal(first, corrupt_for_validation(images, batch_index=3))
@@ -30,7 +30,7 @@ def test_deterministic_per_batch_index_and_really_corrupted():
     assert first.dtype == torch.uint8 and first.shape == images.shape
 
 
-def test_wrong_count_of_a_constant_predictor():
+def test_scores_count_errors_and_sum_nll_of_a_constant_predictor():
     class Constant(torch.nn.Module):
         def forward(self, x):
             return torch.zeros(len(x), 10).index_fill_(1, torch.tensor([2]), 1.0)

@@ -324,14 +324,28 @@ def box_resize_matrix(in_size: int, out_size: int, dtype: torch.dtype = torch.fl
     return weights.to(dtype=dtype, device=device)
 
 
+PIL_PRECISION_BITS = 22  # Resample.c: 32 - 8 - 2 bits of fixed point for 8-bit images
+
+
+def pil_fixed_point_weights(in_size: int, out_size: int, device: torch.device | str) -> Tensor:
+    """Pillow's integer BOX coefficients (normalize_coeffs_8bpc: weight * 2^22, rounded half up), as float64."""
+    weights = box_resize_matrix(in_size, out_size, dtype=torch.float64, device=device)
+    return torch.floor(weights * (1 << PIL_PRECISION_BITS) + 0.5)
+
+
 def pil_box_resize(images: Tensor, height: int, width: int) -> Tensor:
-    """PIL ``resize((width, height), Image.BOX)`` of uint8 [B,C,H,W]: horizontal pass, uint8, vertical pass."""
+    """PIL ``resize((width, height), Image.BOX)`` of uint8 [B,C,H,W]: horizontal pass, uint8, vertical pass.
+
+    Each pass is Pillow's fixed-point sum (pixel * integer weight + 2^21) >> 22, so halves round
+    up as there; float64 holds those integer sums exactly (below 2^53).
+    """
     in_h, in_w = images.shape[-2:]
-    out = images.to(torch.float32)
+    half, unit = float(1 << (PIL_PRECISION_BITS - 1)), float(1 << PIL_PRECISION_BITS)
+    out = images.to(torch.float64)
     if width != in_w:
-        out = (out @ box_resize_matrix(in_w, width, device=images.device).T).round_().clamp_(0, 255)
+        out = torch.floor((out @ pil_fixed_point_weights(in_w, width, images.device).T + half) / unit).clamp_(0, 255)
     if height != in_h:
-        out = (box_resize_matrix(in_h, height, device=images.device) @ out).round_().clamp_(0, 255)
+        out = torch.floor((pil_fixed_point_weights(in_h, height, images.device) @ out + half) / unit).clamp_(0, 255)
     return out.to(torch.uint8)
 
 
