@@ -190,12 +190,9 @@ class FakeCluster:
         response.raise_for_status()
         return response.json() if response.content else None
 
-    def state(self, kind: str, **filters: str) -> list[dict]:
-        """Ray's state API (`ray list <kind>`) over HTTP: nodes, actors, tasks, ..."""
-        query = "&".join([f"limit=10000", "detail=true",
-                          *[f"filter_keys={key}&filter_predicates=%3D&filter_values={value}" for key, value in filters.items()]])
-        body = self.get(f"/api/v0/{kind}?{query}")
-        return body["data"]["result"]["result"]
+    def state(self, kind: str) -> list[dict]:
+        """Ray's state API (`ray list <kind> --detail`) over HTTP: nodes, actors, tasks, ..."""
+        return self.get(f"/api/v0/{kind}?limit=10000&detail=true")["data"]["result"]["result"]
 
     def nodes(self) -> list[dict]:
         """Every node the cluster has seen, with `type`: the cluster.yaml node type its resources say."""

@@ -1,0 +1,46 @@
+"""What a job's workers get from the driver: the config's S3 endpoint and the start-up import travel
+in the runtime_env, merged with what `augmix submit` already gave the job (never conflicting)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from augmix.errors import InputError
+from orchestrator.ray_session import (
+    ENDPOINT_ENV,
+    JOB_CONFIG_ENV,
+    WORKER_SETUP_HOOK,
+    added_runtime_env,
+    job_runtime_env,
+)
+from orchestrator.submit import runtime_env as submitted_env
+
+
+def test_the_config_endpoint_reaches_the_workers_env(monkeypatch):
+    monkeypatch.delenv(ENDPOINT_ENV, raising=False)
+    env = job_runtime_env("http://s3.internal:9000")
+    assert env["env_vars"][ENDPOINT_ENV] == "http://s3.internal:9000"
+    assert env["worker_process_setup_hook"] == WORKER_SETUP_HOOK
+    assert ENDPOINT_ENV not in job_runtime_env()["env_vars"]
+
+
+def test_a_driver_outside_a_submitted_job_adds_everything(monkeypatch):
+    monkeypatch.delenv(JOB_CONFIG_ENV, raising=False)
+    env = job_runtime_env("http://s3.internal:9000")
+    assert added_runtime_env(env) == env
+
+
+def test_a_submitted_job_keeps_its_own_fields_and_gains_only_new_variables(monkeypatch):
+    monkeypatch.delenv(ENDPOINT_ENV, raising=False)
+    monkeypatch.setenv(JOB_CONFIG_ENV, json.dumps({"runtime_env": submitted_env("/tmp/project")}))
+    added = added_runtime_env(job_runtime_env("http://s3.internal:9000"))
+    # Ray refuses a field or variable given twice: the hook and the thread count came with the job
+    assert added == {"env_vars": {ENDPOINT_ENV: "http://s3.internal:9000"}}
+
+
+def test_a_config_endpoint_unlike_the_submitted_one_is_named(monkeypatch):
+    monkeypatch.setenv(JOB_CONFIG_ENV, json.dumps({"runtime_env": {"env_vars": {ENDPOINT_ENV: "http://a:1"}}}))
+    with pytest.raises(InputError, match="storage.endpoint_url http://b:2 differs from AWS_ENDPOINT_URL_S3=http://a:1"):
+        added_runtime_env(job_runtime_env("http://b:2"))
+    assert ENDPOINT_ENV not in added_runtime_env(job_runtime_env("http://a:1"))["env_vars"]  # already there
