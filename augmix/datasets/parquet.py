@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from augmix.datasets.fs import Location, locate
 from augmix.datasets.table import PATH_COLUMN, ImageTable, check_labels, decode_images
 from augmix.errors import BadRow, InputError, MissingInput
+from augmix.storage import Location, locate
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 # "train.parquet", "cifar10_test.parquet", "train/": the split word ends the name's stem
@@ -32,10 +32,9 @@ def parquet_files(path: str | os.PathLike, filesystem: pafs.FileSystem | None = 
         raise MissingInput(f"Parquet source not found: {root.display}")
     if info.type == pafs.FileType.File:
         return [root]
-    selector = pafs.FileSelector(root.path, recursive=True)
     found = sorted(
         item.path
-        for item in root.filesystem.get_file_info(selector)
+        for item in root.entries(recursive=True)
         if item.type == pafs.FileType.File and item.path.endswith(PARQUET_SUFFIXES)
     )
     if not found:
