@@ -119,6 +119,23 @@ class Location:
         except (OSError, ValueError) as error:
             raise explain(error, self.display, "list") from None
 
+    def matching_files(self, suffixes: tuple[str, ...], source: str, items: str) -> list[Location]:
+        """This file, or every file under this folder whose name ends in one of `suffixes`, sorted by
+        path: a dataset given as one file or a folder of them. `source`/`items` name them in errors
+        ("Parquet source", "Parquet files")."""
+        info = self.info()
+        if info.type == pafs.FileType.NotFound:
+            raise MissingInput(f"{source} not found: {self.display}")
+        if info.type == pafs.FileType.File:
+            return [self]
+        found = sorted(entry.path for entry in self.entries(recursive=True)
+                       if entry.type == pafs.FileType.File and entry.path.endswith(suffixes))
+        if not found:
+            raise MissingInput(f"no {items} ({', '.join(suffixes)}) under {self.display}")
+        prefix = self.path.rstrip("/") + "/"
+        return [self.join(path[len(prefix):]) if path.startswith(prefix) else Location(self.filesystem, path, path)
+                for path in found]
+
     def open_input_file(self) -> Any:
         """A seekable reader (ranged reads on object stores)."""
         return self._open(self.filesystem.open_input_file)

@@ -78,18 +78,7 @@ def shard_files(path: str | os.PathLike, filesystem: pafs.FileSystem | None = No
             raise MissingInput(f"WebDataset shard not found: {missing[0]} ({len(missing)} of {len(shards)} "
                                     f"shards of {text} missing)")
         return shards
-    root = locate(text, filesystem)
-    info = root.info()
-    if info.type == pafs.FileType.NotFound:
-        raise MissingInput(f"WebDataset source not found: {root.display}")
-    if info.type == pafs.FileType.File:
-        return [root]
-    entries = root.entries(recursive=True)
-    prefix = root.path.rstrip("/") + "/"
-    found = sorted(e.path for e in entries if e.type == pafs.FileType.File and e.path.endswith(SHARD_SUFFIXES))
-    if not found:
-        raise MissingInput(f"no WebDataset shards ({', '.join(SHARD_SUFFIXES)}) under {root.display}")
-    return [root.join(p[len(prefix):]) for p in found]
+    return locate(text, filesystem).matching_files(SHARD_SUFFIXES, "WebDataset source", "WebDataset shards")
 
 
 def samples(location: Location, image_keys: tuple[str, ...], label_key: str, with_images: bool):
