@@ -1,9 +1,15 @@
-"""Storage URIs: a local path or s3://bucket/prefix, read and written the same way.
+"""Where bytes live: a local path or a URI (s3://bucket/prefix, file://), read and written the same way.
 
-Everything a run writes (checkpoints, evaluation cells, results) goes through these functions so
-that no code assumes a disk shared between nodes. S3 goes through pyarrow.fs (what Ray itself
-uses); `FileSystem.from_uri` honours the standard AWS environment (AWS_ENDPOINT_URL_S3,
-AWS_REGION, credentials), so endpoints and keys never appear in configs or results.
+This is the project's one path abstraction. `locate` resolves a path or URI once into a `Location`
+(a pyarrow filesystem and the path inside it, plus the name to show in messages); datasets walk
+and read through Locations, and the run's own outputs (checkpoints, evaluation cells, results) go
+through the URI-string functions below, which are Locations underneath. No code assumes a disk
+shared between nodes.
+
+S3 goes through pyarrow.fs (what Ray itself uses); `FileSystem.from_uri` honours the standard AWS
+environment (AWS_ENDPOINT_URL_S3, AWS_REGION, credentials), so endpoints and keys never appear in
+configs or results. Every failure comes out as one line naming the path (and, on S3, the bucket
+and what to check): a `StorageError`, or `MissingInput` for something that is not there.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import json
 import os
 import posixpath
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +30,12 @@ class StorageError(InputError, OSError):
     """A storage failure explained in one line (bucket, what failed, what to check)."""
 
 
-def is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
+# --- URI strings ------------------------------------------------------------------------------------
+
+def is_remote(uri: str | os.PathLike) -> bool:
+    """An object-store URI (s3://...); local paths and file:// URIs are not."""
+    text = os.fspath(uri)
+    return "://" in text and not text.startswith("file://")
 
 
 def join(uri: str, *parts: str) -> str:
@@ -33,9 +44,10 @@ def join(uri: str, *parts: str) -> str:
     return str(Path(uri.removeprefix("file://")).joinpath(*parts))
 
 
-def absolute(uri: str) -> str:
+def absolute(uri: str | os.PathLike) -> str:
     """Local paths made absolute (Ray workers run in other directories); URIs unchanged."""
-    return uri if is_remote(uri) else str(Path(uri.removeprefix("file://")).expanduser().resolve())
+    text = os.fspath(uri)
+    return text if is_remote(text) else str(Path(text.removeprefix("file://")).expanduser().resolve())
 
 
 def bucket_of(uri: str) -> str:
@@ -43,10 +55,13 @@ def bucket_of(uri: str) -> str:
 
 
 def explain(error: Exception, uri: str, action: str) -> StorageError:
-    """Turn pyarrow/boto errors into one actionable line naming the bucket."""
+    """Turn pyarrow/boto errors into one actionable line naming the bucket (a StorageError stays as it is)."""
+    if isinstance(error, StorageError):
+        return error
     text = str(error)
+    first_line = text.splitlines()[0] if text else type(error).__name__
     if not is_remote(uri):
-        return StorageError(f"cannot {action} {uri}: {text.splitlines()[0] if text else type(error).__name__}")
+        return StorageError(f"cannot {action} {uri}: {first_line}")
     bucket = bucket_of(uri)
     upper = text.upper()
     if "NO_SUCH_BUCKET" in upper or "NOSUCHBUCKET" in upper or "BUCKET DOES NOT EXIST" in upper:
@@ -56,74 +71,159 @@ def explain(error: Exception, uri: str, action: str) -> StorageError:
     elif any(k in upper for k in ("CONNECT", "NETWORK", "TIMEOUT", "TIMED OUT", "RESOLVE")):
         reason = f"cannot reach the S3 endpoint for bucket {bucket!r} (check AWS_ENDPOINT_URL_S3 / network)"
     else:
-        reason = f"bucket {bucket!r}: {text.splitlines()[0] if text else type(error).__name__}"
+        reason = f"bucket {bucket!r}: {first_line}"
     return StorageError(f"cannot {action} {uri}: {reason}")
 
 
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) for a local path or an s3:// URI."""
-    if not is_remote(uri):
-        return pafs.LocalFileSystem(), absolute(uri)
+# --- Location: a resolved path ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Location:
+    """A path inside a filesystem, and how to name it in messages (the path or URI as the user gave it)."""
+
+    filesystem: pafs.FileSystem
+    path: str
+    display: str
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.filesystem, pafs.LocalFileSystem)
+
+    def join(self, *parts: str) -> Location:
+        path = "/".join([self.path.rstrip("/"), *parts])
+        display = "/".join([self.display.rstrip("/"), *parts])
+        return Location(self.filesystem, path, display)
+
+    def info(self) -> pafs.FileInfo:
+        try:
+            return self.filesystem.get_file_info(self.path)
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            raise explain(error, self.display, "read") from None
+
+    def exists(self) -> bool:
+        return self.info().type != pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        return self.info().type == pafs.FileType.Directory
+
+    def is_file(self) -> bool:
+        return self.info().type == pafs.FileType.File
+
+    def entries(self, recursive: bool = False, missing_ok: bool = False) -> list[pafs.FileInfo]:
+        """What lies under this folder, in one listing (one LIST request per page on S3)."""
+        try:
+            return self.filesystem.get_file_info(pafs.FileSelector(self.path, recursive=recursive,
+                                                                   allow_not_found=missing_ok))
+        except FileNotFoundError:
+            raise MissingInput(f"{self.display} not found") from None
+        except (OSError, ValueError) as error:
+            raise explain(error, self.display, "list") from None
+
+    def matching_files(self, suffixes: tuple[str, ...], source: str, items: str) -> list[Location]:
+        """This file, or every file under this folder whose name ends in one of `suffixes`, sorted by
+        path: a dataset given as one file or a folder of them. `source`/`items` name them in errors
+        ("Parquet source", "Parquet files")."""
+        info = self.info()
+        if info.type == pafs.FileType.NotFound:
+            raise MissingInput(f"{source} not found: {self.display}")
+        if info.type == pafs.FileType.File:
+            return [self]
+        found = sorted(entry.path for entry in self.entries(recursive=True)
+                       if entry.type == pafs.FileType.File and entry.path.endswith(suffixes))
+        if not found:
+            raise MissingInput(f"no {items} ({', '.join(suffixes)}) under {self.display}")
+        prefix = self.path.rstrip("/") + "/"
+        return [self.join(path[len(prefix):]) if path.startswith(prefix) else Location(self.filesystem, path, path)
+                for path in found]
+
+    def open_input_file(self) -> Any:
+        """A seekable reader (ranged reads on object stores)."""
+        return self._open(self.filesystem.open_input_file)
+
+    def open_input_stream(self) -> Any:
+        """A sequential reader (one streaming GET on object stores)."""
+        return self._open(lambda path: self.filesystem.open_input_stream(path, compression=None))
+
+    def _open(self, opener) -> Any:
+        try:
+            return opener(self.path)
+        except FileNotFoundError:
+            if self.display.startswith("s3://"):
+                check_bucket(self.display)  # S3 reports a missing bucket as a missing key: say which one it is
+            raise MissingInput(f"{self.display} not found") from None
+        except (OSError, ValueError) as error:
+            raise explain(error, self.display, "read") from None
+
+    def read_bytes(self) -> bytes:
+        with self.open_input_stream() as stream:
+            try:
+                return stream.read()
+            except OSError as error:
+                raise explain(error, self.display, "read") from None
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write atomically: a reader never sees half a file (local: temp + rename; an S3 PUT is atomic)."""
+        try:
+            if self.is_local:
+                self.filesystem.create_dir(posixpath.dirname(self.path), recursive=True)
+                partial = f"{self.path}.tmp-{uuid.uuid4().hex[:8]}"
+                with self.filesystem.open_output_stream(partial) as out:
+                    out.write(data)
+                os.replace(partial, self.path)
+            else:
+                with self.filesystem.open_output_stream(self.path) as out:
+                    out.write(data)
+        except (OSError, ValueError) as error:
+            raise explain(error, self.display, "write") from None
+
+    def delete_file(self) -> None:
+        try:
+            self.filesystem.delete_file(self.path)
+        except (OSError, ValueError) as error:
+            raise explain(error, self.display, "delete") from None
+
+    def delete_dir(self) -> None:
+        """Remove the folder and everything in it; nothing to do when it is absent."""
+        try:
+            if self.exists():
+                self.filesystem.delete_dir(self.path)
+        except (OSError, ValueError) as error:
+            raise explain(error, self.display, "delete") from None
+
+
+def locate(uri: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> Location:
+    """Resolve a local path or URI to its filesystem and the path inside it, once.
+
+    With `filesystem` given (tests, a preconfigured S3), `uri` is taken as a path inside it."""
+    text = os.fspath(uri)
+    if filesystem is not None:
+        return Location(filesystem, text.split("://", 1)[1] if "://" in text else text, text)
+    if not is_remote(text):
+        return Location(pafs.LocalFileSystem(), absolute(text), text)
     try:
-        fs, path = pafs.FileSystem.from_uri(uri)
-    except Exception as error:  # noqa: BLE001 - pyarrow raises several types here
-        raise explain(error, uri, "open") from None
-    return fs, path
+        resolved, path = pafs.FileSystem.from_uri(text)
+    except (OSError, ValueError) as error:  # an unknown scheme is an ArrowInvalid (a ValueError)
+        raise explain(error, text, "open") from None
+    return Location(resolved, path, text)
 
 
-def _parent_dirs(fs: pafs.FileSystem, path: str) -> None:
-    if isinstance(fs, pafs.LocalFileSystem):
-        fs.create_dir(posixpath.dirname(path), recursive=True)
+# --- the URI-string API for a run's own files ------------------------------------------------------
+
+def read_bytes(uri: str) -> bytes:
+    return locate(uri).read_bytes()
 
 
 def write_bytes(uri: str, data: bytes) -> None:
-    """Write atomically: a reader never sees half a file (local: temp + rename; S3 PUT is atomic)."""
-    fs, path = filesystem(uri)
-    try:
-        _parent_dirs(fs, path)
-        if isinstance(fs, pafs.LocalFileSystem):
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            with fs.open_output_stream(tmp) as out:
-                out.write(data)
-            os.replace(tmp, path)
-        else:
-            with fs.open_output_stream(path) as out:
-                out.write(data)
-    except StorageError:
-        raise
-    except Exception as error:  # noqa: BLE001
-        raise explain(error, uri, "write") from None
-
-
-def read_bytes(uri: str) -> bytes:
-    fs, path = filesystem(uri)
-    try:
-        with fs.open_input_stream(path) as stream:
-            return stream.read()
-    except FileNotFoundError:
-        if uri.startswith("s3://"):
-            check_bucket(uri)  # S3 reports a missing bucket as a missing key: say which one it is
-        raise MissingInput(f"{uri} does not exist") from None
-    except Exception as error:  # noqa: BLE001
-        raise explain(error, uri, "read") from None
+    locate(uri).write_bytes(data)
 
 
 def exists(uri: str) -> bool:
-    fs, path = filesystem(uri)
-    try:
-        return fs.get_file_info(path).type != pafs.FileType.NotFound
-    except Exception as error:  # noqa: BLE001
-        raise explain(error, uri, "inspect") from None
+    return locate(uri).exists()
 
 
 def list_names(uri: str) -> list[str]:
-    """Names (not paths) of the entries directly under a folder; [] when it does not exist."""
-    fs, path = filesystem(uri)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    except Exception as error:  # noqa: BLE001
-        raise explain(error, uri, "list") from None
-    return sorted(posixpath.basename(info.path) for info in infos)
+    """Names (not paths) of the entries directly under a folder, from one listing; [] when it does not exist."""
+    return sorted(info.base_name for info in locate(uri).entries(missing_ok=True))
 
 
 def write_json(uri: str, value: Any) -> None:
@@ -135,12 +235,7 @@ def read_json(uri: str) -> Any:
 
 
 def delete_dir(uri: str) -> None:
-    fs, path = filesystem(uri)
-    try:
-        if fs.get_file_info(path).type != pafs.FileType.NotFound:
-            fs.delete_dir(path)
-    except Exception as error:  # noqa: BLE001
-        raise explain(error, uri, "delete") from None
+    locate(uri).delete_dir()
 
 
 def check_bucket(uri: str) -> None:
@@ -164,15 +259,11 @@ def check_bucket(uri: str) -> None:
 
 def check_writable(uri: str) -> None:
     """Fail fast, before any work starts, when the run's storage cannot be written."""
-    if is_remote(uri) and uri.startswith("s3://"):
+    if uri.startswith("s3://"):
         check_bucket(uri)
-    probe = join(uri, f".write-probe-{uuid.uuid4().hex[:8]}")
-    write_bytes(probe, b"ok")
-    fs, path = filesystem(probe)
-    try:
-        fs.delete_file(path)
-    except Exception as error:  # noqa: BLE001
-        raise explain(error, uri, "delete") from None
+    probe = locate(join(uri, f".write-probe-{uuid.uuid4().hex[:8]}"))
+    probe.write_bytes(b"ok")
+    probe.delete_file()
 
 
 def apply_endpoint(endpoint_url: str | None) -> None:

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from augmix.datasets.folder import folder_classes, list_folder
-from augmix.datasets.fs import is_uri, locate
 from augmix.datasets.webdataset import IMAGE_KEYS, LABEL_KEY, keys_of, samples, shard_files
 from augmix.errors import InputError
+from augmix.storage import absolute, locate
 
 SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int64()), ("path", pa.string())])
 
@@ -129,5 +129,5 @@ def convert(source: str, destination: str, *, shard_mb: float = 256, row_group: 
             writer.close()
         bar.close()
     print(f"wrote {rows} images of {len(classes)} classes in {len(written)} Parquet file(s) under "
-          f"{destination if is_uri(os.fspath(destination)) else os.path.abspath(destination)}")
+          f"{absolute(destination)}")
     return written

@@ -142,13 +142,12 @@ def assemble_npy(out: str, name: str, shards: int, labels: np.ndarray, settings:
                  for shard in range(shards)]
         by_severity.append(np.concatenate(parts))
     write_corrupted(out, name, by_severity, labels)
-    fs, parts = storage.filesystem(storage.join(out, PARTS_DIR))
-    _, markers = storage.filesystem(storage.join(out, PROGRESS_DIR))
+    parts, markers = storage.locate(storage.join(out, PARTS_DIR)), storage.locate(storage.join(out, PROGRESS_DIR))
     for severity in SEVERITIES:
         for shard in range(shards):
             key = ShardTask(name, severity, shard).key
-            fs.delete_file(f"{parts}/{key}.npy")
-            fs.delete_file(f"{markers}/{key}.done")
+            parts.join(f"{key}.npy").delete_file()
+            markers.join(f"{key}.done").delete_file()
 
 
 def materialize_corrupted(config: Config, out: str, split: str = "test", address: str | None = None,

@@ -16,7 +16,7 @@ import torch
 from augmix.datasets import load_split
 from augmix.datasets.folder import list_folder, read_folder, split_root
 from augmix.datasets.webdataset import expand_braces, index_shard, read_samples, read_webdataset, shard_files, write_shards
-from augmix.datasets.fs import locate
+from augmix.storage import locate
 from workers.augment import AugmentStage, random_resized_crop, resized_crop, resized_crop_params
 from workers.training_data import FolderRows, PIECE_COLUMNS, PieceReader, TarShard, TrainingStream, WebDatasetRows
 

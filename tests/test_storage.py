@@ -14,7 +14,7 @@ def test_local_round_trip(tmp_path):
     assert storage.exists(uri) and not storage.exists(storage.join(str(tmp_path), "nope"))
     assert storage.list_names(storage.join(str(tmp_path), "a")) == ["b.json"]
     assert storage.list_names(storage.join(str(tmp_path), "missing")) == []
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="missing.bin not found"):
         storage.read_bytes(storage.join(str(tmp_path), "missing.bin"))
 
 

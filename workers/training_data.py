@@ -231,7 +231,7 @@ class PieceReader:
             paths = None if paths is None else paths[rows]
             if isinstance(source, FolderRows):
                 from augmix.datasets.folder import read_files
-                from augmix.datasets.fs import locate
+                from augmix.storage import locate
 
                 images = np.empty(len(rows), dtype=object)
                 images[:] = read_files(locate(source.root, source.filesystem), table["path"][rows])

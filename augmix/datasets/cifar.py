@@ -16,9 +16,9 @@ import pickle
 import numpy as np
 import pyarrow.fs as pafs
 
-from augmix.datasets.fs import Location, is_uri, locate
 from augmix.datasets.table import ImageTable, check_labels
 from augmix.errors import InputError, MissingInput
+from augmix.storage import Location, locate
 
 FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 BATCHES = {
@@ -92,7 +92,7 @@ def find_folder(
     for candidate in (root, root.join(FOLDERS[name])):
         if candidate.join(marker).is_file():
             return candidate
-    if download and not is_uri(os.fspath(path)) and filesystem is None:
+    if download and root.is_local and filesystem is None:
         _download(name, root.path)
         return root.join(FOLDERS[name])
     raise MissingInput(

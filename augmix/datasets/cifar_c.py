@@ -16,8 +16,8 @@ import pyarrow.fs as pafs
 from numpy.lib import format as npy_format
 
 from augmix.corruptions._common import SEVERITIES
-from augmix.datasets.fs import Location, is_uri, locate
 from augmix.errors import InputError, MissingInput
+from augmix.storage import Location, is_remote, locate
 
 LABELS_FILE = "labels.npy"
 HEADER_PREFIX_BYTES = 10  # magic (6) + version (2) + header length (2, version 1.0)
@@ -50,7 +50,7 @@ def read_corrupted(
         raise MissingInput(
             f"{image_file.display} not found; corruptions there: {', '.join(available) or 'none'}"
         )
-    ranged = filesystem is not None or is_uri(os.fspath(root))
+    ranged = filesystem is not None or is_remote(root)
     read = _read_rows_ranged if ranged else _read_rows_mapped
     images_shape, images_dtype = _npy_header(image_file)
     if images_dtype != np.uint8 or len(images_shape) != 4 or images_shape[-1] != 3:
@@ -75,10 +75,9 @@ def list_corruptions(root: str | os.PathLike, *, filesystem: pafs.FileSystem | N
     directory = locate(root, filesystem)
     if not directory.is_dir():
         raise MissingInput(f"corrupted dataset directory not found: {directory.display}")
-    selector = pafs.FileSelector(directory.path, recursive=False)
     names = [
-        os.path.basename(item.path)[: -len(".npy")]
-        for item in directory.filesystem.get_file_info(selector)
+        item.base_name[: -len(".npy")]
+        for item in directory.entries()
         if item.type == pafs.FileType.File and item.path.endswith(".npy")
     ]
     from augmix.datasets.imagenet_c import list_folder_corruptions

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from augmix.datasets.cifar_c import LABELS_FILE, _npy_header, _read_rows_mapped, _read_rows_ranged, _write_npy
-from augmix.datasets.fs import Location, is_uri, locate
 from augmix.errors import InputError, MissingInput
+from augmix.storage import Location, is_remote, locate
 
 
 def perturbed_file_name(perturbation: str, difficulty: int = 1) -> str:
@@ -45,7 +45,7 @@ def read_perturbed(root: str | os.PathLike, perturbation: str, difficulty: int, 
     """Videos [start, start+count) of one -P file: uint8 [count, frames, H, W, 3]."""
     perturbed_shape(root, perturbation, difficulty, filesystem=filesystem)
     location = _location(root, perturbation, difficulty, filesystem)
-    ranged = filesystem is not None or is_uri(os.fspath(root))
+    ranged = filesystem is not None or is_remote(root)
     return (_read_rows_ranged if ranged else _read_rows_mapped)(location, start, count)
 
 

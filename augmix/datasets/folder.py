@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.fs as pafs
 
-from augmix.datasets.fs import Location, locate, unreadable
 from augmix.datasets.table import ImageTable
 from augmix.errors import InputError, MissingInput
+from augmix.storage import Location, locate
 
 # torchvision's IMG_EXTENSIONS (ImageFolder), compared case-insensitively (ImageNet uses .JPEG)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -86,11 +86,9 @@ def read_files(root: Location, paths: np.ndarray, threads: int = IO_THREADS) -> 
 
 def _entries(location: Location, recursive: bool) -> list[pafs.FileInfo]:
     try:
-        return location.filesystem.get_file_info(pafs.FileSelector(location.path, recursive=recursive))
-    except FileNotFoundError:
+        return location.entries(recursive)
+    except MissingInput:
         raise MissingInput(f"image folder not found: {location.display}") from None
-    except OSError as error:
-        raise unreadable(location, error) from None
 
 
 def _check_root(root: Location) -> None:

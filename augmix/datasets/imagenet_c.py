@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from augmix.datasets.folder import IO_THREADS, list_folder
-from augmix.datasets.fs import locate
 from augmix.datasets.table import decode_images
+from augmix.storage import locate
 
 JPEG_QUALITY = 85
 SEVERITY_NAMES = ("1", "2", "3", "4", "5")
@@ -31,12 +31,11 @@ def is_folder_layout(root: str | os.PathLike, corruption: str, filesystem: pafs.
 def list_folder_corruptions(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> list[str]:
     """Corruption folders under `root` (those holding at least one severity folder 1-5), sorted."""
     directory = locate(root, filesystem)
-    entries = directory.filesystem.get_file_info(pafs.FileSelector(directory.path, recursive=False))
     names = []
-    for entry in entries:
+    for entry in directory.entries():
         if entry.type != pafs.FileType.Directory or entry.base_name.startswith("."):
             continue
-        inner = directory.filesystem.get_file_info(pafs.FileSelector(entry.path, recursive=False))
+        inner = directory.join(entry.base_name).entries()
         if any(e.type == pafs.FileType.Directory and e.base_name in SEVERITY_NAMES for e in inner):
             names.append(entry.base_name)
     return sorted(names)

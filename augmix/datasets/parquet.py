@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from augmix.datasets.fs import Location, locate
 from augmix.datasets.table import PATH_COLUMN, ImageTable, check_labels, decode_images
 from augmix.errors import BadRow, InputError, MissingInput
+from augmix.storage import Location, locate
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 # "train.parquet", "cifar10_test.parquet", "train/": the split word ends the name's stem
@@ -26,22 +26,7 @@ _SPLIT_IN_NAME = re.compile(r"^(?P<stem>(?:.*[-_.])?)(?:train|test)(?P<suffix>(?
 
 def parquet_files(path: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> list[Location]:
     """The Parquet files at `path` (itself, or those under the directory, sorted by path)."""
-    root = locate(path, filesystem)
-    info = root.info()
-    if info.type == pafs.FileType.NotFound:
-        raise MissingInput(f"Parquet source not found: {root.display}")
-    if info.type == pafs.FileType.File:
-        return [root]
-    selector = pafs.FileSelector(root.path, recursive=True)
-    found = sorted(
-        item.path
-        for item in root.filesystem.get_file_info(selector)
-        if item.type == pafs.FileType.File and item.path.endswith(PARQUET_SUFFIXES)
-    )
-    if not found:
-        raise MissingInput(f"no Parquet files ({', '.join(PARQUET_SUFFIXES)}) under {root.display}")
-    prefix = root.path.rstrip("/")
-    return [root.join(p[len(prefix) + 1 :]) if p.startswith(prefix + "/") else Location(root.filesystem, p, p) for p in found]
+    return locate(path, filesystem).matching_files(PARQUET_SUFFIXES, "Parquet source", "Parquet files")
 
 
 def split_location(path: str | os.PathLike, split: str, filesystem: pafs.FileSystem | None = None) -> str:

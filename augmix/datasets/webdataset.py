@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.fs as pafs
 
-from augmix.datasets.fs import Location, locate, unreadable
 from augmix.datasets.table import ImageTable
 from augmix.errors import InputError, MissingInput
+from augmix.storage import Location, locate
 
 IMAGE_KEYS = "jpg;jpeg;png;webp"
 LABEL_KEY = "cls"
@@ -78,36 +78,19 @@ def shard_files(path: str | os.PathLike, filesystem: pafs.FileSystem | None = No
             raise MissingInput(f"WebDataset shard not found: {missing[0]} ({len(missing)} of {len(shards)} "
                                     f"shards of {text} missing)")
         return shards
-    root = locate(text, filesystem)
-    info = root.info()
-    if info.type == pafs.FileType.NotFound:
-        raise MissingInput(f"WebDataset source not found: {root.display}")
-    if info.type == pafs.FileType.File:
-        return [root]
-    try:
-        entries = root.filesystem.get_file_info(pafs.FileSelector(root.path, recursive=True))
-    except OSError as error:
-        raise unreadable(root, error) from None
-    prefix = root.path.rstrip("/") + "/"
-    found = sorted(e.path for e in entries if e.type == pafs.FileType.File and e.path.endswith(SHARD_SUFFIXES))
-    if not found:
-        raise MissingInput(f"no WebDataset shards ({', '.join(SHARD_SUFFIXES)}) under {root.display}")
-    return [root.join(p[len(prefix):]) for p in found]
+    return locate(text, filesystem).matching_files(SHARD_SUFFIXES, "WebDataset source", "WebDataset shards")
 
 
 def samples(location: Location, image_keys: tuple[str, ...], label_key: str, with_images: bool):
     """(key, image member offset, size, label, image bytes or None) per sample, in shard order."""
-    local = isinstance(location.filesystem, pafs.LocalFileSystem)
     try:
         # local: random access (headers read, data skipped by seeking); object stores: one pass
-        handle = location.open_input_file() if local else location.filesystem.open_input_stream(location.path)
-    except FileNotFoundError:
+        handle = location.open_input_file() if location.is_local else location.open_input_stream()
+    except MissingInput:
         raise MissingInput(f"WebDataset shard not found: {location.display}") from None
-    except OSError as error:
-        raise unreadable(location, error) from None
     with handle:
         try:
-            archive = tarfile.open(fileobj=handle, mode="r:" if local else "r|")
+            archive = tarfile.open(fileobj=handle, mode="r:" if location.is_local else "r|")
         except tarfile.TarError as error:
             raise InputError(f"{location.display}: not a tar file ({error})") from None
         current, members = None, {}
