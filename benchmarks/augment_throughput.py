@@ -15,7 +15,7 @@ batches, so 32x32 is also timed at 512 images per batch, what the CIFAR job conf
 actor call (scaling.data_batch_size).
 
 Run: python -m benchmarks.augment_throughput [--seconds 2] [--profile] [--cifar-batches 512 1024]
-Targets (issue 2): >= 20x the PIL reference's triples/s at 32x32 and >= 3x at 224x224, per core.
+Targets: >= 20x the PIL reference's triples/s at 32x32 and >= 3x at 224x224, per core.
 """
 from __future__ import annotations
 

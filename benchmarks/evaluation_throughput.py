@@ -14,7 +14,7 @@ WRN-40-2 inference per image, then scale both linearly to 10,000 images per cell
 
 Run: python benchmarks/evaluation_throughput.py [--images 100] [--model wrn40_2] [--full]
 Default (~3-5 min on 2 cores): 15 cells (each corruption at severity 3) of 100 CIFAR-10 test
-images; --full: all 75 cells + clean on 10,000 images. Target (issue 5): ray x2 >= 1.8x serial.
+images; --full: all 75 cells + clean on 10,000 images. Target: ray x2 >= 1.8x serial.
 """
 from __future__ import annotations
 

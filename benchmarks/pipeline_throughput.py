@@ -12,7 +12,7 @@ Two designs, same rows, same actors, same consumer, in one run:
 - per epoch: the design it replaced: a new execution for each epoch, so each epoch starts its
   actor pool again before the first batch comes.
 
-Targets (issue 11), with R that one actor sustains: after the first epoch, data wait below 3% of
+Targets, with R that one actor sustains: after the first epoch, data wait below 3% of
 wall time and an achieved rate of at least 0.95 R.
 
     python -m benchmarks.pipeline_throughput --rows 20000 --epochs 5 [--consumer-rate 2000]

@@ -1,5 +1,5 @@
 """Reproduce the paper's CIFAR-10 row on one machine, without Ray: WRN-40-2, standard training
-(crop + flip) vs AugMix + JSD, both for E epochs, scored on CIFAR-10-C (issue 14).
+(crop + flip) vs AugMix + JSD, both for E epochs, scored on CIFAR-10-C.
 
 Why without Ray: the GPU machine this is meant for has neither Ray nor pydantic and cannot fetch
 them, so the script runs the Ray job's own pieces in one process, not a copy of them:
@@ -76,7 +76,7 @@ LABELS = {"standard": "standard (crop + flip)", "augmix": "AugMix + JSD (λ 12)"
 # The paper's CIFAR-10 WRN-40-2 figures (Hendrycks et al. 2020: CIFAR-10-C mean error and clean error), as fractions.
 PAPER = {"standard": {"clean_error": 0.052, "mean_corruption_error": 0.269},
          "augmix": {"clean_error": 0.049, "mean_corruption_error": 0.112}}
-ACCEPT_RATIO = 0.55  # issue 14: AugMix's mean C error at most this times the standard run's
+ACCEPT_RATIO = 0.55  # acceptance: AugMix's mean C error at most this times the standard run's
 ACCEPT_CLEAN_POINTS = 1.5  # ... and its clean error within this many points of the standard's
 
 
@@ -253,7 +253,7 @@ def verdict(summaries: dict[str, dict[str, Any]]) -> str:
     clean_points = 100 * (aug["clean_error"] - std["clean_error"])
     paper_ratio = PAPER["augmix"]["mean_corruption_error"] / PAPER["standard"]["mean_corruption_error"]
     met = ratio <= ACCEPT_RATIO and abs(clean_points) <= ACCEPT_CLEAN_POINTS
-    return (f"AugMix / standard mean CIFAR-10-C error: **{ratio:.2f}** (paper {paper_ratio:.2f}; issue 14 asks "
+    return (f"AugMix / standard mean CIFAR-10-C error: **{ratio:.2f}** (paper {paper_ratio:.2f}; acceptance: "
             f"≤ {ACCEPT_RATIO}); clean error difference {clean_points:+.1f} points "
             f"(asks within ±{ACCEPT_CLEAN_POINTS}): **{'met' if met else 'not met'}**.")
 

@@ -90,7 +90,7 @@ def _cell_row(cell: EvaluationCell, result: dict) -> dict[str, Any]:
 
 def aggregate(config: Config, cells: Sequence[EvaluationCell | PerturbationCell],
               model_name: str | None = None) -> dict[str, Any]:
-    """All finished cells → the results dict (errors as fractions; keys per DESIGN.md).
+    """All finished cells → the results dict (errors as fractions).
 
     A corruption enters the tables only with all its severities, so a partial evaluation still
     aggregates what is complete; mCE needs clean and the full 1-5 severity range. -P cells add the

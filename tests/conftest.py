@@ -1,4 +1,4 @@
-"""Shared fixtures: the real CIFAR-10 sample from ../shared/data (or synthetic stand-ins), Ray, S3."""
+"""Shared fixtures: the real CIFAR-10 sample from AUGMIX_SHARED_DATA (or synthetic stand-ins), Ray, S3."""
 from __future__ import annotations
 
 import os
@@ -58,7 +58,7 @@ for _key, _value in {
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
-    """A local Ray cluster with 4 logical CPUs (2 physical: see RAY_NOTES on 2-CPU deadlocks)."""
+    """A local Ray cluster with 4 logical CPUs (2 physical: Ray Data and Train deadlock with only 2 logical CPUs)."""
     ray = pytest.importorskip("ray")
     from orchestrator.ray_session import job_runtime_env
 

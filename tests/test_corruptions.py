@@ -2,7 +2,7 @@
 
 The reference is reference/corruptions.py: Hendrycks & Dietterich's make_cifar_c.py /
 make_imagenet_c.py per image, with the constants as written there, so a wrong constant in the
-package fails here. The comparisons run on real CIFAR-10 test images when ../shared/data has
+package fails here. The comparisons run on real CIFAR-10 test images when AUGMIX_SHARED_DATA has
 them, else on synthetic natural-image-like ones (the `test_images` fixture).
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The references and their constants are reference/corruptions.py (make_cifar_c.py /
 make_imagenet_c.py, ImageMagick's motion blur re-written after its C source), so a wrong constant
 in augmix/corruptions/weather.py fails here. Random corruptions are compared by distribution
-(statistics over a batch of images: real CIFAR-10 test images when ../shared/data has them, else
+(statistics over a batch of images: real CIFAR-10 test images when AUGMIX_SHARED_DATA has them, else
 synthetic natural-image-like ones); the deterministic OpenCV pipeline of liquid spatter is
 compared exactly on the same random field.
 """

@@ -1,5 +1,5 @@
 """augmix.ops against Pillow, the definition of correct (reference/ops.py), on real CIFAR-10 test
-images when ../shared/data has them, else on synthetic natural-image-like ones.
+images when AUGMIX_SHARED_DATA has them, else on synthetic natural-image-like ones.
 
 Each op is compared image by image with the PIL call the AugMix reference makes, at magnitudes
 drawn the way the reference draws them (level ~ U(0.1, severity) for severities 1..10, both

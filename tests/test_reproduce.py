@@ -1,4 +1,4 @@
-"""benchmarks/reproduce_cifar10.py at tiny scale on the CPU (issue 14), and train.compile.
+"""benchmarks/reproduce_cifar10.py at tiny scale on the CPU, and train.compile.
 
 The script is meant for a GPU machine without Ray or pydantic, where it gets one call: so here it
 runs as a subprocess in which both are made unimportable, on 512 real training images (1 epoch,

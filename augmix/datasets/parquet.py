@@ -1,6 +1,6 @@
 """Parquet files of encoded images (one row per image: encoded bytes + integer label).
 
-The layout of ../shared/data/cifar10 and of what Ray Data writes: a file or a directory of files,
+The layout of CIFAR-10 as JPEG-in-Parquet and of what Ray Data writes: a file or a directory of files,
 on a local disk or behind a URI (s3://...). Class names come from the schema metadata key
 `classes` ("a,b,c" or a JSON list) when the writer stored them.
 """
