@@ -51,7 +51,8 @@ def family_of(corruption: str) -> str:
 
 def load_cells(config: Config, cells: Sequence[EvaluationCell]) -> dict[EvaluationCell, dict]:
     folder = layout.cells_uri(config.storage.uri)
-    return {cell: decode_result(storage.read_bytes(storage.join(folder, cell.file_name))) for cell in cells}
+    blobs = storage.read_many([storage.join(folder, cell.file_name) for cell in cells])
+    return {cell: decode_result(blob) for cell, blob in zip(cells, blobs)}
 
 
 def _error_table(results: dict[EvaluationCell, dict], names: Sequence[str], severities: Sequence[int]) -> dict:

@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # annotations only: aggregation and reports run without pydan
 
 def load_p_cells(config: Config, cells: Sequence[PerturbationCell]) -> dict[PerturbationCell, dict]:
     folder = layout.p_cells_uri(config.storage.uri)
-    return {cell: decode_sequence_result(storage.read_bytes(storage.join(folder, cell.file_name))) for cell in cells}
+    blobs = storage.read_many([storage.join(folder, cell.file_name) for cell in cells])
+    return {cell: decode_sequence_result(blob) for cell, blob in zip(cells, blobs)}
 
 
 def load_baseline(uri: str | None) -> dict[str, dict[str, float] | None]:
