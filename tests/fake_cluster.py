@@ -45,6 +45,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def head_port_flags() -> list[str]:
+    """`ray start --head` flags giving a second head every port of its own: the session's Ray
+    cluster already holds the defaults (the dashboard agent's 52365 among them), and a head whose
+    agent cannot bind refuses every job."""
+    return [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+        "metrics-export-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
+
+
 def role_of(resources: dict) -> str | None:
     return next((role for role in SCALED_RESOURCES if role in resources), None)
 
@@ -134,9 +143,7 @@ class FakeCluster:
     def start(self, timeout_s: float = 120) -> None:
         config_path = self.root / "autoscaling.yaml"
         config_path.write_text(yaml.safe_dump(autoscaling_config(self.cluster, f"127.0.0.1:{self.gcs_port}")))
-        ports = [f"--{name}={free_port()}" for name in (
-            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-            "metrics-export-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
+        ports = head_port_flags()
         head = self.cluster["available_node_types"][self.cluster["head_node_type"]]
         command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
                    f"--port={self.gcs_port}", *ports, f"--num-cpus={int(head['resources'].get('CPU', 0))}",

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,11 @@ from pathlib import Path
 import pytest
 
 from conftest import stop_process_group
+from fake_cluster import free_port, head_port_flags
 from orchestrator.cli import main
 from orchestrator.submit import entrypoint
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +26,8 @@ def ray_head(tmp_path_factory):
     if not ray_binary.exists():
         pytest.skip("the `ray` command is not installed beside this Python")
     temp_dir = Path(f"/tmp/augmix-head-{os.getpid()}")
-    dashboard = _free_port()
-    # Every port of its own: the session's Ray cluster already holds the defaults (the dashboard
-    # agent's 52365 among them), and a head whose agent cannot bind refuses every job.
-    ports = [f"--{name}={_free_port()}" for name in (
-        "port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-        "metrics-export-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
+    dashboard = free_port()
+    ports = [f"--port={free_port()}", *head_port_flags()]
     command = [str(ray_binary), "start", "--head", "--block", "--num-cpus=4", *ports,
                "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
                "--include-dashboard=true", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
